@@ -1,0 +1,1 @@
+"""Attention: score -> align -> context, and the modules built from them."""

@@ -1,0 +1,181 @@
+"""The array backend: the one module in npattention that imports NumPy or CuPy.
+
+Everything else writes ``from npattention.backend import xp`` and uses ``xp`` the way
+it would use ``numpy``.  The backend is chosen **once, at import time**, from the
+environment variable ``NPATTENTION_BACKEND``:
+
+=========  =============================================================
+``numpy``  the default: NumPy on the CPU
+``cupy``   CuPy on a CUDA GPU; an error (never a silent fallback) if CuPy
+           or a working device is missing
+``auto``   CuPy when it imports and a CUDA device answers, else NumPy
+=========  =============================================================
+
+To switch, set the variable *before* Python starts (or restart the notebook kernel)::
+
+    NPATTENTION_BACKEND=cupy python -m npattention demo
+
+Helpers here hide the few places where CuPy and NumPy differ (see docs/backend.md):
+moving arrays to and from the host, random numbers that are identical on both
+backends (drawn on the host with NumPy, then moved), and scatter-add.
+"""
+import os
+
+import numpy
+
+_GPU_INSTALL_HINT = 'install it with: pip install "npattention[gpu]"'
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used on this machine."""
+
+
+def _load_cupy():
+    """Import CuPy and touch the device; raise BackendError saying what is missing."""
+    try:
+        import cupy
+    except ImportError as err:
+        raise BackendError(
+            f"NPATTENTION_BACKEND=cupy but CuPy is not installed ({err}); {_GPU_INSTALL_HINT}, "
+            "or unset NPATTENTION_BACKEND to use NumPy"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDA driver missing or broken
+        raise BackendError(
+            f"NPATTENTION_BACKEND=cupy but no CUDA device can be used ({type(err).__name__}: {err}); "
+            "check the NVIDIA driver and that the CuPy wheel matches your CUDA version, "
+            "or unset NPATTENTION_BACKEND to use NumPy"
+        ) from None
+    if count < 1:
+        raise BackendError(
+            "NPATTENTION_BACKEND=cupy but CuPy sees no CUDA device; "
+            "unset NPATTENTION_BACKEND to use NumPy"
+        )
+    return cupy
+
+
+def select_backend(name):
+    """Return ``(name, array_module)`` for a backend name; used once at import."""
+    name = (name or "numpy").strip().lower()
+    if name == "numpy":
+        return "numpy", numpy
+    if name == "cupy":
+        return "cupy", _load_cupy()
+    if name == "auto":
+        try:
+            return "cupy", _load_cupy()
+        except BackendError:
+            return "numpy", numpy
+    raise BackendError(
+        f"NPATTENTION_BACKEND must be 'numpy', 'cupy' or 'auto', got {name!r}"
+    )
+
+
+#: name of the backend in use: ``"numpy"`` or ``"cupy"``
+BACKEND, xp = select_backend(os.environ.get("NPATTENTION_BACKEND"))
+
+#: dtype of parameters and of data made by the library (gradcheck works in float64)
+DEFAULT_DTYPE = xp.float32
+
+
+# ---------------------------------------------------------------- host <-> device
+def to_numpy(a):
+    """Return ``a`` as a NumPy array on the host (for plotting, printing, saving)."""
+    if BACKEND == "cupy" and isinstance(a, xp.ndarray):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def asarray(a, dtype=None):
+    """Move host data (lists, NumPy arrays, scalars) to the backend as an ``xp`` array."""
+    return xp.asarray(a, dtype=dtype)
+
+
+def is_array(a):
+    """True for an array of the active backend (NumPy arrays count on NumPy only)."""
+    return isinstance(a, xp.ndarray)
+
+
+def is_float_array(a):
+    return is_array(a) and a.dtype.kind == "f"
+
+
+def scalar(a):
+    """A 0-d array (or Python number) as a Python float: the one allowed sync point."""
+    return float(a)
+
+
+# ---------------------------------------------------------------- CuPy/NumPy differences
+def add_at(target, indices, values):
+    """In-place ``target[indices] += values`` that adds repeated indices up
+    (``numpy.add.at``; on CuPy ``cupyx.scatter_add``)."""
+    if BACKEND == "cupy":
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
+    else:
+        numpy.add.at(target, indices, values)
+    return target
+
+
+# ---------------------------------------------------------------- random numbers
+class Generator:
+    """A seeded random generator giving the *same numbers on both backends*.
+
+    Draws are made on the host by ``numpy.random.Generator`` (PCG64) and then moved
+    to the backend, so weights initialised with a seed are identical under NumPy and
+    CuPy.  Floating draws are cast to :data:`DEFAULT_DTYPE` unless ``dtype`` is given.
+    """
+
+    def __init__(self, seed=None):
+        self._gen = numpy.random.default_rng(seed)
+
+    def _out(self, a, dtype):
+        return xp.asarray(a, dtype=DEFAULT_DTYPE if dtype is None else dtype)
+
+    def normal(self, size, loc=0.0, scale=1.0, dtype=None):
+        return self._out(self._gen.normal(loc, scale, size), dtype)
+
+    def uniform(self, size, low=0.0, high=1.0, dtype=None):
+        return self._out(self._gen.uniform(low, high, size), dtype)
+
+    def random(self, size, dtype=None):
+        return self._out(self._gen.random(size), dtype)
+
+    def integers(self, low, high=None, size=None):
+        """Integers in ``[low, high)`` as an int64 array (``high=None``: ``[0, low)``)."""
+        return xp.asarray(self._gen.integers(low, high, size), dtype=xp.int64)
+
+    def permutation(self, n):
+        return xp.asarray(self._gen.permutation(n))
+
+    def choice(self, n, size=None, replace=True, p=None):
+        p = None if p is None else to_numpy(p)
+        return xp.asarray(self._gen.choice(n, size=size, replace=replace, p=p))
+
+    @property
+    def host(self):
+        """The underlying ``numpy.random.Generator`` (for data that stays on the host)."""
+        return self._gen
+
+    def get_state(self):
+        return self._gen.bit_generator.state
+
+    def set_state(self, state):
+        self._gen.bit_generator.state = state
+
+
+_global_rng = Generator(0)
+
+
+def manual_seed(seed):
+    """Reseed the global generator that layers use for initial weights and dropout."""
+    global _global_rng
+    _global_rng = Generator(seed)
+    return _global_rng
+
+
+def get_rng():
+    """The global :class:`Generator` (seed 0 until :func:`manual_seed` is called)."""
+    return _global_rng

@@ -1,0 +1,89 @@
+"""Input checks that turn bad input into one clear error.
+
+Every public forward checks its arguments with :func:`check_array` so that a user sees
+``ValueError: MultiheadAttention: 'key' must have shape (B, S, 16), got (2, 5, 8)``
+instead of a broadcast error three calls deep.
+
+Shapes are written as tuples whose entries are
+
+* an ``int`` -- that exact size;
+* a ``str`` -- a named size (``"B"``, ``"T"``); the same name must have the same size
+  in every array checked with the same ``dims`` dictionary;
+* ``None`` -- any size;
+* a leading ``...`` -- any number of leading axes.
+"""
+from .backend import xp
+
+
+def _describe(pattern):
+    return "(" + ", ".join("..." if p is Ellipsis else ("*" if p is None else str(p)) for p in pattern) + ")"
+
+
+def check_array(x, name, where, shape=None, dtype="float", dims=None):
+    """Check one array argument; return it unchanged.
+
+    ``where``: the caller, e.g. ``"Linear"``.  ``dtype``: ``"float"``, ``"int"``,
+    ``"bool"`` or ``None`` (anything).  ``dims``: a dict shared between calls so that
+    named sizes must agree across arguments; filled in as sizes are seen.
+    """
+    if not isinstance(x, xp.ndarray):
+        raise TypeError(
+            f"{where}: {name!r} must be an array of the active backend ({xp.__name__}.ndarray), "
+            f"got {type(x).__name__}"
+        )
+    kinds = {"float": "f", "int": "iu", "bool": "b"}
+    if dtype is not None and x.dtype.kind not in kinds[dtype]:
+        hint = " (convert with .astype(float) or use the integer-id input)" if dtype == "float" else ""
+        raise TypeError(f"{where}: {name!r} must be a {dtype} array, got dtype {x.dtype}{hint}")
+    if shape is None:
+        return x
+    pattern = tuple(shape)
+    lead = bool(pattern) and pattern[0] is Ellipsis
+    fixed = pattern[1:] if lead else pattern
+    ok = x.ndim >= len(fixed) if lead else x.ndim == len(fixed)
+    if ok:
+        dims = {} if dims is None else dims
+        actual = x.shape[x.ndim - len(fixed):]
+        for want, got in zip(fixed, actual):
+            if want is None:
+                continue
+            if isinstance(want, str):
+                if dims.setdefault(want, got) != got:
+                    ok = False
+            elif want != got:
+                ok = False
+    if not ok:
+        named = ""
+        if dims:
+            named = " with " + ", ".join(f"{k}={v}" for k, v in dims.items() if isinstance(k, str))
+        raise ValueError(
+            f"{where}: {name!r} must have shape {_describe(pattern)}{named}, got {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_positive_int(value, name, where):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{where}: {name!r} must be a positive int, got {value!r}")
+    return value
+
+
+def check_probability(value, name, where):
+    if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+        raise ValueError(f"{where}: {name!r} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_mask(mask, name, where, target_shape):
+    """A boolean mask that broadcasts to ``target_shape`` (True = masked out)."""
+    if mask is None:
+        return None
+    check_array(mask, name, where, dtype="bool")
+    try:
+        xp.broadcast_shapes(tuple(mask.shape), tuple(target_shape))
+    except ValueError:
+        raise ValueError(
+            f"{where}: {name!r} of shape {tuple(mask.shape)} does not broadcast to the "
+            f"scores' shape {tuple(target_shape)}"
+        ) from None
+    return mask
