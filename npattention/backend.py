@@ -75,6 +75,10 @@ def select_backend(name):
 #: name of the backend in use: ``"numpy"`` or ``"cupy"``
 BACKEND, xp = select_backend(os.environ.get("NPATTENTION_BACKEND"))
 
+#: host NumPy, for host-side work only (saving files, comparing host copies); array
+#: code uses ``xp``.  Importing numpy anywhere else in the package is not allowed.
+np = numpy
+
 #: dtype of parameters and of data made by the library (gradcheck works in float64)
 DEFAULT_DTYPE = xp.float32
 

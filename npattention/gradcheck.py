@@ -232,6 +232,7 @@ def registered():
 def run_registered(name, seed=0):
     """Run every case registered under ``name``; return a list of reports."""
     make = registered()[name]
+    backend.manual_seed(seed)  # same initial weights every run, on either backend
     reports = []
     for case in make(backend.Generator(seed)):
         opts = dict(case.options)
