@@ -1,10 +1,27 @@
 """Core layers: each a forward that caches what it needs and a hand-written backward.
 
-Shapes use ``...`` for any leading axes, e.g. ``(B, T, D)``.
+Shapes use ``...`` for any leading axes, e.g. ``(B, T, D)``.  The derivations of every
+backward are in ``docs/layers.md``; the rules all layers follow are in ``docs/contract.md``.
+
+=================  =========================================================================
+``Linear``         ``y = x W^T + b``
+``Embedding``      ``y = W[ids]`` (a row lookup; ids are not differentiable)
+``LayerNorm``      normalise the last axis to mean 0 / variance 1, then ``* gamma + beta``
+``Dropout``        inverted dropout: zero with probability ``p``, scale the rest by ``1/(1-p)``
+``ReLU``           ``max(x, 0)``
+``GELU``           ``x Phi(x)`` (tanh approximation by default; exact ``"none"`` via our own erf)
+``Tanh``           ``tanh(x)``
+``Sigmoid``        ``1 / (1 + exp(-x))``
+``Softmax``        ``softmax`` along ``dim`` (npattention.functional)
+``LogSoftmax``     ``log softmax`` along ``dim`` (npattention.functional)
+=================  =========================================================================
 """
-from .backend import get_rng, xp
+import math
+
+from .backend import DEFAULT_DTYPE, add_at, get_rng, xp
+from .functional import log_softmax, log_softmax_backward, softmax, softmax_backward
 from .module import Module, Parameter
-from .validate import check_array, check_positive_int
+from .validate import check_array, check_positive_int, check_probability
 
 
 class Linear(Module):
@@ -40,3 +57,317 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table: ``y[..., :] = W[ids[...], :]``.
+
+    ``ids``: integer array ``(...)`` with values in ``[0, num_embeddings)`` ->
+    ``y``: ``(..., embedding_dim)``.  ``W``: ``(num_embeddings, embedding_dim)``,
+    initialised from ``N(0, 1)`` as in PyTorch.
+
+    ``padding_idx``: that row of ``W`` starts at zero and never receives a gradient, so
+    it stays zero during training (as in PyTorch).  Positions holding ``padding_idx``
+    output exactly zero (the row is treated as the constant 0), which keeps forward and
+    backward consistent for the gradient check.
+
+    Backward scatter-adds ``grad_output`` into the rows that were looked up (a row used
+    twice gets both gradients) and returns ``None``: integer ids are not differentiable.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings", "Embedding")
+        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim", "Embedding")
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, int) or \
+                    not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"Embedding: 'padding_idx' must be an int in [{-num_embeddings}, "
+                                 f"{num_embeddings}) or None, got {padding_idx!r}")
+            padding_idx %= num_embeddings  # negative index counts from the end, as in PyTorch
+        self.padding_idx = padding_idx
+        self.weight = Parameter(get_rng().normal((num_embeddings, embedding_dim)))
+        if padding_idx is not None:
+            self.weight.data[padding_idx] = 0
+
+    def forward(self, ids):
+        check_array(ids, "ids", "Embedding", dtype="int")
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.num_embeddings):
+            raise ValueError(f"Embedding: 'ids' must lie in [0, {self.num_embeddings}), got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}]")
+        self.cache = ids
+        out = self.weight.data[ids]  # (..., D)
+        if self.padding_idx is not None:
+            out = out * (ids != self.padding_idx)[..., None]  # padding positions are constant 0
+        return out
+
+    def backward(self, grad_output):
+        ids = self.cache.reshape(-1)
+        g = grad_output.reshape(-1, self.embedding_dim)
+        if self.padding_idx is not None:
+            g = g * (ids != self.padding_idx)[:, None]  # the padding row gets no gradient
+        # dL/dW[v] = sum of grad_output over every position whose id is v.  Plain
+        # ``W.grad[ids] += g`` would keep only ONE of the repeated ids: scatter-add instead.
+        add_at(self.weight.grad, ids, g)
+        # no return value (None): integer ids have no gradient
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the last axis.
+
+    ``x``: ``(..., D)`` -> ``y``: ``(..., D)`` with, for each row,
+
+    ``mu = mean(x)``, ``var = mean((x - mu)^2)`` (biased), ``xhat = (x - mu) / sqrt(var + eps)``,
+    ``y = gamma * xhat + beta``.
+
+    ``gamma`` (``weight``, ones) and ``beta`` (``bias``, zeros) have shape ``(D,)``; with
+    ``elementwise_affine=False`` there are none, with ``bias=False`` there is no ``beta``.
+    Only the last axis can be normalised: ``normalized_shape`` is ``D`` or ``(D,)``.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+        shape = normalized_shape
+        if isinstance(shape, (tuple, list)):
+            if len(shape) != 1:
+                raise ValueError(f"LayerNorm: 'normalized_shape' must be an int or a 1-tuple "
+                                 f"(only the last axis is normalised), got {normalized_shape!r}")
+            shape = shape[0]
+        self.normalized_shape = (check_positive_int(shape, "normalized_shape", "LayerNorm"),)
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
+            raise ValueError(f"LayerNorm: 'eps' must be a positive float, got {eps!r}")
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        D = self.normalized_shape[0]
+        self.weight = Parameter(xp.ones(D, dtype=DEFAULT_DTYPE)) if elementwise_affine else None
+        self.bias = Parameter(xp.zeros_like(self.weight.data)) if elementwise_affine and bias else None
+
+    def forward(self, x):
+        check_array(x, "x", "LayerNorm", shape=(..., self.normalized_shape[0]))
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + self.eps)  # (..., 1)
+        xhat = xc * rstd
+        self.cache = (xhat, rstd)
+        y = xhat * self.weight.data if self.weight is not None else xhat
+        return y + self.bias.data if self.bias is not None else y
+
+    def backward(self, grad_output):
+        xhat, rstd = self.cache
+        D = xhat.shape[-1]
+        lead = tuple(range(grad_output.ndim - 1))
+        if self.bias is not None:
+            self.bias.grad += grad_output.sum(axis=lead)  # dL/dbeta = sum_rows g
+        if self.weight is not None:
+            self.weight.grad += (grad_output * xhat).sum(axis=lead)  # dL/dgamma = sum_rows g*xhat
+            gx = grad_output * self.weight.data  # dL/dxhat
+        else:
+            gx = grad_output
+        # The compact form (docs/layers.md): mu and var depend on every x_j of the row, which
+        # gives the two mean terms; each removes one direction (the mean, the xhat direction).
+        # dL/dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat))
+        mean_g = gx.sum(axis=-1, keepdims=True) / D
+        mean_gx = (gx * xhat).sum(axis=-1, keepdims=True) / D
+        return rstd * (gx - mean_g - xhat * mean_gx)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class Dropout(Module):
+    """Inverted dropout: ``y = x * m / (1 - p)`` with ``m_i ~ Bernoulli(1 - p)``.
+
+    In training mode each entry is zeroed with probability ``p`` and the survivors are
+    scaled by ``1/(1-p)`` so that ``E[y] = x``; in eval mode (``.eval()``) or with
+    ``p = 0`` it is the identity.  The mask is drawn from the global generator
+    ``get_rng()``, so ``manual_seed`` makes it reproducible.  ``p`` must lie in ``[0, 1)``
+    (PyTorch also allows ``p = 1``, which zeros everything).
+    Backward: ``dL/dx = dL/dy * m / (1 - p)`` (the same mask).
+    """
+
+    def __init__(self, p=0.5):
+        self.p = check_probability(p, "p", "Dropout")
+
+    def forward(self, x):
+        check_array(x, "x", "Dropout")
+        if not self.training or self.p == 0.0:
+            self.cache = None  # identity
+            return x
+        keep = get_rng().random(x.shape, dtype=x.dtype) >= self.p  # True with probability 1-p
+        scale = keep.astype(x.dtype) / (1.0 - self.p)
+        self.cache = scale
+        return x * scale
+
+    def backward(self, grad_output):
+        scale = self.cache
+        return grad_output if scale is None else grad_output * scale
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class ReLU(Module):
+    """``y = max(x, 0)``; ``dy/dx = 1`` where ``x > 0``, else 0 (0 at the kink, as in PyTorch)."""
+
+    def forward(self, x):
+        check_array(x, "x", "ReLU")
+        self.cache = x > 0
+        return xp.maximum(x, 0)
+
+    def backward(self, grad_output):
+        return grad_output * self.cache
+
+
+def erf(x, terms=100):
+    """The error function, to about 1e-15 in float64, written with ``xp`` (NumPy has no erf).
+
+    Uses the everywhere-convergent series with positive terms (no cancellation)
+    ``erf(z) = 2/sqrt(pi) * exp(-z^2) * sum_n (2 z^2)^n z / (1*3*...*(2n+1))``
+    for ``|z| <= 6`` and ``erf(z) = sign(z)`` beyond (``erfc(6) ~ 2e-17``).  The loop runs
+    over the 100 series terms, not over the data.
+    """
+    a = xp.minimum(xp.abs(x), 6.0)
+    term = a
+    total = a
+    two_a2 = 2.0 * a * a
+    for n in range(1, terms):
+        term = term * two_a2 / (2 * n + 1)
+        total = total + term
+    return xp.sign(x) * xp.minimum(2.0 / math.sqrt(math.pi) * xp.exp(-a * a) * total, 1.0)
+
+
+class GELU(Module):
+    """Gaussian error linear unit ``y = x Phi(x)``, ``Phi`` the standard normal CDF.
+
+    ``approximate="tanh"`` (the default here; PyTorch's default is ``"none"``): NumPy has
+    no ``erf``, so we use the tanh approximation of BERT/GPT-2,
+    ``y = 0.5 x (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``, which differs from
+    the exact GELU by at most about 5e-4.  ``approximate="none"``: the exact
+    ``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` with :func:`erf` implemented here (slower: ~100
+    array operations).
+    Backward: tanh form ``0.5 (1 + t) + 0.5 x (1 - t^2) du/dx``; exact ``Phi(x) + x phi(x)``.
+    """
+
+    _C = math.sqrt(2.0 / math.pi)
+    _A = 0.044715
+
+    def __init__(self, approximate="tanh"):
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"GELU: 'approximate' must be 'tanh' or 'none', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        check_array(x, "x", "GELU")
+        if self.approximate == "tanh":
+            t = xp.tanh(self._C * (x + self._A * x ** 3))
+            self.cache = (x, t)
+            return 0.5 * x * (1.0 + t)
+        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+        self.cache = (x, cdf)
+        return x * cdf
+
+    def backward(self, grad_output):
+        x, c = self.cache
+        if self.approximate == "tanh":
+            du = self._C * (1.0 + 3.0 * self._A * x * x)  # du/dx
+            return grad_output * (0.5 * (1.0 + c) + 0.5 * x * (1.0 - c * c) * du)  # tanh' = 1 - tanh^2
+        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # phi(x) = Phi'(x)
+        return grad_output * (c + x * pdf)  # product rule on x * Phi(x)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Tanh(Module):
+    """``y = tanh(x)``; ``dy/dx = 1 - y^2`` (only the output is cached)."""
+
+    def forward(self, x):
+        check_array(x, "x", "Tanh")
+        y = xp.tanh(x)
+        self.cache = y
+        return y
+
+    def backward(self, grad_output):
+        y = self.cache
+        return grad_output * (1.0 - y * y)
+
+
+class Sigmoid(Module):
+    """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)`` (only the output is cached).
+
+    Computed from ``e = exp(-|x|) <= 1`` as ``1/(1+e)`` for ``x >= 0`` and ``e/(1+e)`` for
+    ``x < 0``: no overflow, and full relative precision even for ``x = -30``.
+    """
+
+    def forward(self, x):
+        check_array(x, "x", "Sigmoid")
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1.0, e) / (1.0 + e)
+        self.cache = y
+        return y
+
+    def backward(self, grad_output):
+        y = self.cache
+        return grad_output * y * (1.0 - y)
+
+
+def _check_dim(dim, where):
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"{where}: 'dim' must be an int, got {dim!r}")
+    return dim
+
+
+def _check_axis_in_range(x, dim, where):
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{where}: 'dim'={dim} is out of range for an input with {x.ndim} axes {tuple(x.shape)}")
+
+
+class Softmax(Module):
+    """``y = softmax(x)`` along ``dim``: ``y_i = exp(x_i) / sum_j exp(x_j)`` (stable).
+
+    Backward (``npattention.functional.softmax_backward``):
+    ``dL/dx_i = y_i (dL/dy_i - sum_j y_j dL/dy_j)``.
+    """
+
+    def __init__(self, dim=-1):
+        self.dim = _check_dim(dim, "Softmax")
+
+    def forward(self, x):
+        check_array(x, "x", "Softmax")
+        _check_axis_in_range(x, self.dim, "Softmax")
+        y = softmax(x, axis=self.dim)
+        self.cache = y
+        return y
+
+    def backward(self, grad_output):
+        return softmax_backward(grad_output, self.cache, axis=self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    """``y = log softmax(x)`` along ``dim``: ``y_i = x_i - log sum_j exp(x_j)`` (stable).
+
+    Backward (``npattention.functional.log_softmax_backward``):
+    ``dL/dx_i = dL/dy_i - softmax(x)_i sum_j dL/dy_j``.
+    """
+
+    def __init__(self, dim=-1):
+        self.dim = _check_dim(dim, "LogSoftmax")
+
+    def forward(self, x):
+        check_array(x, "x", "LogSoftmax")
+        _check_axis_in_range(x, self.dim, "LogSoftmax")
+        y = log_softmax(x, axis=self.dim)
+        self.cache = y
+        return y
+
+    def backward(self, grad_output):
+        return log_softmax_backward(grad_output, self.cache, axis=self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"

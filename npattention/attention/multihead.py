@@ -1,0 +1,191 @@
+"""Multi-head attention: expand, split heads, attend per head, concat heads, project.
+
+Inputs are always **batch-first**: ``(B, T, E)`` (PyTorch's ``batch_first=True``).
+With ``H`` heads of size ``D = E / H``::
+
+    Q = query @ W_q^T + b_q          (B, L, E)      1. expand (linear Q, K, V)
+    K = key   @ W_k^T + b_k          (B, S, E)
+    V = value @ W_v^T + b_v          (B, S, E)
+    Q_h, K_h, V_h = split(Q, K, V)   (B, H, T, D)   2. split heads
+    C_h = softmax(Q_h K_h^T / sqrt(D), mask) V_h    3. attention, all heads at once
+    C = concat(C_h)                  (B, L, E)      4. concat heads
+    out = C @ W_o^T + b_o            (B, L, E)      5. output projection
+
+Parameters are named as in ``torch.nn.MultiheadAttention``: ``in_proj_weight``
+``(3E, E)`` = ``[W_q; W_k; W_v]`` and ``in_proj_bias`` ``(3E,)`` when
+``kdim == vdim == embed_dim``, otherwise ``q_proj_weight (E, E)``, ``k_proj_weight
+(E, kdim)``, ``v_proj_weight (E, vdim)``; and ``out_proj`` (a :class:`Linear`).  A
+``state_dict`` therefore maps one-to-one onto PyTorch's (see docs/multihead.md).
+"""
+import math
+
+from ..backend import get_rng, xp
+from ..layers import Linear
+from ..module import Module, Parameter
+from ..validate import check_array, check_positive_int, check_probability
+from .functional import combine_masks, scaled_dot_product_attention, scaled_dot_product_attention_backward
+
+__all__ = ["MultiheadAttention"]
+
+
+def _xavier_uniform(rows, cols):
+    bound = math.sqrt(6.0 / (rows + cols))
+    return get_rng().uniform((rows, cols), -bound, bound)
+
+
+class MultiheadAttention(Module):
+    """Multi-head scaled dot-product attention (``torch.nn.MultiheadAttention``, batch-first).
+
+    ``forward(query (B, L, E), key (B, S, kdim), value (B, S, vdim), key_padding_mask=None,
+    need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False)``
+    returns ``(output (B, L, E), weights)``; ``weights`` is ``(B, L, S)`` averaged over
+    heads, ``(B, H, L, S)`` per head with ``average_attn_weights=False``, or None with
+    ``need_weights=False``.  The weights are the softmax *before* dropout (PyTorch returns
+    them after dropout; the two agree in eval mode).
+
+    Masks are boolean, **True = masked out**:
+
+    * ``key_padding_mask`` ``(B, S)``: True at padded keys;
+    * ``attn_mask`` ``(L, S)``, ``(B*H, L, S)`` (PyTorch's layout) or anything that
+      broadcasts to ``(B, H, L, S)``: True where query ``i`` may not attend to key ``j``;
+    * ``is_causal=True`` adds the causal mask itself (in PyTorch it is only a hint that
+      ``attn_mask`` is causal).
+
+    ``backward(dout)`` returns ``(dquery, dkey, dvalue)``.  For self-attention, where one
+    input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
+    (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
+    equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None):
+        where = "MultiheadAttention"
+        self.embed_dim = check_positive_int(embed_dim, "embed_dim", where)
+        self.num_heads = check_positive_int(num_heads, "num_heads", where)
+        if embed_dim % num_heads:
+            raise ValueError(f"{where}: 'embed_dim' ({embed_dim}) must be divisible by 'num_heads' ({num_heads})")
+        self.head_dim = embed_dim // num_heads
+        self.dropout = check_probability(dropout, "dropout", where)
+        self.kdim = embed_dim if kdim is None else check_positive_int(kdim, "kdim", where)
+        self.vdim = embed_dim if vdim is None else check_positive_int(vdim, "vdim", where)
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        E = embed_dim
+        # PyTorch's initialisation: Xavier-uniform projections, zero biases.
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = Parameter(_xavier_uniform(3 * E, E))      # [W_q; W_k; W_v]
+        else:
+            self.q_proj_weight = Parameter(_xavier_uniform(E, E))
+            self.k_proj_weight = Parameter(_xavier_uniform(E, self.kdim))
+            self.v_proj_weight = Parameter(_xavier_uniform(E, self.vdim))
+        self.in_proj_bias = Parameter(xp.zeros(3 * E, dtype=self._dtype())) if bias else None
+        self.out_proj = Linear(E, E, bias=bias)
+        if bias:
+            self.out_proj.bias.data[...] = 0
+
+    def _dtype(self):
+        return (self.in_proj_weight if self._qkv_same_embed_dim else self.q_proj_weight).data.dtype
+
+    def _projections(self):
+        """``[(W, b, W.grad, b.grad)]`` for q, k, v: views into the parameters (b may be None)."""
+        E = self.embed_dim
+        if self._qkv_same_embed_dim:
+            Ws = [self.in_proj_weight.data[i * E:(i + 1) * E] for i in range(3)]
+            gWs = [self.in_proj_weight.grad[i * E:(i + 1) * E] for i in range(3)]
+        else:
+            params = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+            Ws, gWs = [p.data for p in params], [p.grad for p in params]
+        if self.in_proj_bias is None:
+            return [(W, None, gW, None) for W, gW in zip(Ws, gWs)]
+        b, gb = self.in_proj_bias.data, self.in_proj_bias.grad
+        return [(W, b[i * E:(i + 1) * E], gW, gb[i * E:(i + 1) * E]) for i, (W, gW) in enumerate(zip(Ws, gWs))]
+
+    def _check_inputs(self, query, key, value, key_padding_mask, attn_mask):
+        where, dims = "MultiheadAttention", {}
+        check_array(query, "query", where, shape=("B", "L", self.embed_dim), dims=dims)
+        check_array(key, "key", where, shape=("B", "S", self.kdim), dims=dims)
+        check_array(value, "value", where, shape=("B", "S", self.vdim), dims=dims)
+        B, L, S, H = dims["B"], dims["L"], dims["S"], self.num_heads
+        masks = []
+        if key_padding_mask is not None:
+            check_array(key_padding_mask, "key_padding_mask", where, shape=(B, S), dtype="bool")
+            masks.append(key_padding_mask[:, None, None, :])        # (B, 1, 1, S): same for all queries
+        if attn_mask is not None:
+            check_array(attn_mask, "attn_mask", where, dtype="bool")
+            if attn_mask.ndim == 3 and attn_mask.shape == (B * H, L, S):
+                attn_mask = attn_mask.reshape(B, H, L, S)             # PyTorch's (B*H, L, S) layout
+            ok = attn_mask.ndim in (2, 4)
+            if ok:
+                try:
+                    ok = xp.broadcast_shapes(attn_mask.shape, (B, H, L, S)) == (B, H, L, S)
+                except ValueError:
+                    ok = False
+            if not ok:
+                raise ValueError(f"{where}: 'attn_mask' must have shape (L, S) = {(L, S)}, (B*H, L, S) = "
+                                 f"{(B * H, L, S)} or broadcast to (B, H, L, S) = {(B, H, L, S)}, "
+                                 f"got {tuple(attn_mask.shape)}")
+            masks.append(attn_mask)
+        return B, L, S, combine_masks(*masks)
+
+    def _split_heads(self, x):
+        """``(B, T, E)`` -> ``(B, H, T, D)``: a view, no copy."""
+        B, T, _ = x.shape
+        return x.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    @staticmethod
+    def _merge_heads(x):
+        """``(B, H, T, D)`` -> ``(B, T, H*D)``: the heads' outputs side by side."""
+        B, H, T, D = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        B, L, S, mask = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
+        E, H, D = self.embed_dim, self.num_heads, self.head_dim
+        proj = self._projections()
+
+        # 1. expand: linear maps to queries, keys and values
+        fused = self._qkv_same_embed_dim and query is key and key is value
+        if fused:   # self-attention: one (E -> 3E) matmul, then views of its three slices
+            qkv = query @ self.in_proj_weight.data.T                      # (B, L, 3E)
+            if self.in_proj_bias is not None:
+                qkv += self.in_proj_bias.data
+            q, k, v = qkv.reshape(B, L, 3, H, D).transpose(2, 0, 3, 1, 4)  # 2. split: 3 x (B, H, L, D)
+        else:
+            q, k, v = (self._split_heads(x @ W.T + b if b is not None else x @ W.T)   # 2. split heads
+                       for x, (W, b, _, _) in zip((query, key, value), proj))
+        # 3. attention in every head at once (the heads are just another batch axis)
+        ctx, attn_cache = scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training)
+        # 4. concat heads, 5. output projection
+        out = self.out_proj(self._merge_heads(ctx))                       # (B, L, E)
+
+        self.cache = (query, key, value, attn_cache)
+        if not need_weights:
+            return out, None
+        weights = attn_cache.weights                                      # (B, H, L, S)
+        return out, (weights.mean(axis=1) if average_attn_weights else weights)
+
+    def backward(self, grad_output):
+        """``(dquery, dkey, dvalue)`` from the gradient of the output ``(B, L, E)``."""
+        query, key, value, attn_cache = self.cache
+        # 5. output projection (accumulates out_proj's parameter gradients)
+        dconcat = self.out_proj.backward(grad_output)                     # (B, L, E)
+        # 4. concat heads <- split the gradient the same way
+        dctx = self._split_heads(dconcat)                                 # (B, H, L, D)
+        # 3. attention per head
+        dq, dk, dv = scaled_dot_product_attention_backward(dctx, attn_cache)
+        # 2. split heads <- merge, 1. expand: y = x W^T + b  =>  dW += dy^T x, db += sum dy, dx = dy W
+        grads = []
+        for x, dy, (W, _, gW, gb) in zip((query, key, value), (dq, dk, dv), self._projections()):
+            dy = self._merge_heads(dy).reshape(-1, self.embed_dim)        # (B*T, E)
+            gW += dy.T @ x.reshape(-1, x.shape[-1])
+            if gb is not None:
+                gb += dy.sum(axis=0)
+            grads.append((dy @ W).reshape(x.shape))
+        return tuple(grads)
+
+    def extra_repr(self):
+        s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, " \
+            f"bias={self.in_proj_bias is not None}"
+        if not self._qkv_same_embed_dim:
+            s += f", kdim={self.kdim}, vdim={self.vdim}"
+        return s + ", batch_first=True"

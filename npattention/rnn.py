@@ -1,0 +1,407 @@
+"""Recurrent cells and layers with hand-written backpropagation through time (BPTT).
+
+Cells (one time step, PyTorch's equations, gate order and weight names)::
+
+    RNNCell   h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+    GRUCell   r = s(. )_r, z = s(. )_z, n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),
+              h' = (1 - z) * n + z * h                        gates in rows [r | z | n]
+    LSTMCell  i, f, g, o = s(. ), s(. ), tanh(. ), s(. )      gates in rows [i | f | g | o]
+              c' = f * c + i * g,  h' = o * tanh(c')
+
+with ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih``, ``bias_hh (G*H,)``
+(G = 1, 3, 4) and ``s`` the logistic sigmoid.  Shapes: ``x (B, I)``, ``h, c (B, H)``.
+
+Sequence layers :class:`RNN`, :class:`GRU`, :class:`LSTM` run a cell over a
+batch-first sequence ``x (B, T, I)`` and return ``(outputs (B, T, D*H), final state)``
+with ``D = 2`` when ``bidirectional`` (the forward and backward outputs concatenated,
+final states stacked ``(D, B, H)`` like PyTorch's ``h_n``).
+
+How a step is split (used by the layers and by the seq2seq decoders):
+
+* ``cell.project(x)``: the input part ``x W_ih^T + b_ih``.  It does not depend on the
+  recurrence, so a layer computes it for **all time steps at once** (one matmul) and
+  its gradient ``dW_ih`` once at the end of BPTT.
+* ``cell.recur(gi, state) -> (new_state, cache)``: the recurrent part of one step, from
+  the projected input ``gi`` and the previous ``state`` (a tuple: ``(h,)``, or
+  ``(h, c)`` for the LSTM).  ``cell.recur_backward(d_new_state, cache)`` returns
+  ``(d_gi, d_state)`` and adds ``dW_hh``, ``db_hh``.
+
+Padding: pass ``lengths (B,)`` (or a padding ``mask (B, T)``, True = padding at the end
+of each row).  At a padded step the state is carried through unchanged and the output
+is zero, so a padded batch gives exactly the outputs of each sequence run alone, and
+the final state is the state after each sequence's own last real step.  The backward
+direction of a bidirectional layer therefore starts at each sequence's last real step.
+docs/seq2seq.md derives every backward.
+"""
+from .backend import get_rng, xp
+from .module import Module, Parameter
+from .validate import check_array, check_positive_int
+
+
+def _sigmoid(a):
+    # exp of a negative number only: no overflow for large |a|
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# ====================================================================== cells
+class _CellBase(Module):
+    """Parameters and the input/hidden projections shared by the three cells."""
+
+    gradcheck_exempt = "abstract base of RNNCell, GRUCell and LSTMCell (each is registered)"
+    gates = 1  # G: how many gate blocks of H rows the weights hold
+    n_state = 1  # 1: state = (h,); 2: state = (h, c)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        name = type(self).__name__
+        self.input_size = check_positive_int(input_size, "input_size", name)
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
+        G, H = self.gates, hidden_size
+        bound = 1.0 / H ** 0.5  # PyTorch: every weight and bias from U(-1/sqrt(H), 1/sqrt(H))
+        rng = get_rng()
+        self.weight_ih = Parameter(rng.uniform((G * H, input_size), -bound, bound))
+        self.weight_hh = Parameter(rng.uniform((G * H, H), -bound, bound))
+        self.bias_ih = Parameter(rng.uniform((G * H,), -bound, bound)) if bias else None
+        self.bias_hh = Parameter(rng.uniform((G * H,), -bound, bound)) if bias else None
+
+    # ---------------------------------------------------------------- projections
+    def project(self, x):
+        """``x W_ih^T + b_ih`` for ``x (..., I)`` -> ``(..., G*H)`` (any leading axes)."""
+        gi = x @ self.weight_ih.data.T
+        return gi + self.bias_ih.data if self.bias_ih is not None else gi
+
+    def project_backward(self, d_gi, x):
+        """Add ``dW_ih``, ``db_ih``; return ``dx`` (leading axes flattened for the sums)."""
+        g2 = d_gi.reshape(-1, d_gi.shape[-1])
+        self.weight_ih.grad += g2.T @ x.reshape(-1, x.shape[-1])
+        if self.bias_ih is not None:
+            self.bias_ih.grad += g2.sum(axis=0)
+        return d_gi @ self.weight_ih.data
+
+    def _hh(self, h):
+        gh = h @ self.weight_hh.data.T
+        return gh + self.bias_hh.data if self.bias_hh is not None else gh
+
+    def _hh_backward(self, d_gh, h):
+        self.weight_hh.grad += d_gh.T @ h
+        if self.bias_hh is not None:
+            self.bias_hh.grad += d_gh.sum(axis=0)
+        return d_gh @ self.weight_hh.data
+
+    def initial_state(self, batch, dtype):
+        return tuple(xp.zeros((batch, self.hidden_size), dtype=dtype) for _ in range(self.n_state))
+
+    # ---------------------------------------------------------------- one full step
+    def step(self, x, state):
+        """``(new_state, cache)`` for one step from the raw input ``x (B, I)``."""
+        new, cache = self.recur(self.project(x), state)
+        return new, (x, cache)
+
+    def step_backward(self, d_new, cache):
+        """``(dx, d_state)`` for one step (adds every parameter gradient)."""
+        x, rcache = cache
+        d_gi, d_state = self.recur_backward(d_new, rcache)
+        return self.project_backward(d_gi, x), d_state
+
+    def _check_inputs(self, x, states):
+        name = type(self).__name__
+        dims = {}
+        check_array(x, "x", name, shape=("B", self.input_size), dims=dims)
+        for label, s in states:
+            if s is not None:
+                check_array(s, label, name, shape=("B", self.hidden_size), dims=dims)
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
+
+
+class RNNCell(_CellBase):
+    """Elman cell ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or ReLU).
+
+    ``forward(x (B, I), h (B, H) = zeros) -> h' (B, H)``.
+    """
+
+    gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh"):
+        super().__init__(input_size, hidden_size, bias)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: 'nonlinearity' must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+
+    def recur(self, gi, state):
+        (h,) = state
+        a = gi + self._hh(h)
+        h_new = xp.tanh(a) if self.nonlinearity == "tanh" else xp.maximum(a, 0)
+        return (h_new,), (h, h_new)
+
+    def recur_backward(self, d_new, cache):
+        (dh_new,) = d_new
+        h, h_new = cache
+        if self.nonlinearity == "tanh":
+            da = dh_new * (1 - h_new ** 2)  # tanh' = 1 - tanh^2
+        else:
+            da = dh_new * (h_new > 0)
+        # a = gi + gh: the same gradient flows to both projections
+        return da, (self._hh_backward(da, h),)
+
+    def forward(self, x, h=None):
+        self._check_inputs(x, [("h", h)])
+        self._given = h is not None
+        state = (h,) if h is not None else self.initial_state(x.shape[0], x.dtype)
+        (h_new,), self.cache = self.step(x, state)
+        return h_new
+
+    def backward(self, grad_output):
+        dx, (dh,) = self.step_backward((grad_output,), self.cache)
+        return (dx, dh) if self._given else dx
+
+
+class GRUCell(_CellBase):
+    """Gated recurrent unit (PyTorch's variant: the reset gate multiplies ``W_hn h + b_hn``).
+
+    .. math::
+        r = \\sigma(a_r),\\; z = \\sigma(a_z),\\;
+        n = \\tanh(x W_{in}^T + b_{in} + r \\odot (h W_{hn}^T + b_{hn})),\\;
+        h' = (1 - z) \\odot n + z \\odot h
+
+    ``forward(x (B, I), h (B, H) = zeros) -> h' (B, H)``.
+    """
+
+    gates = 3
+
+    def recur(self, gi, state):
+        (h,) = state
+        H = self.hidden_size
+        gh = self._hh(h)
+        r = _sigmoid(gi[:, :H] + gh[:, :H])
+        z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        gh_n = gh[:, 2 * H:]
+        n = xp.tanh(gi[:, 2 * H:] + r * gh_n)
+        h_new = (1 - z) * n + z * h
+        return (h_new,), (h, r, z, n, gh_n)
+
+    def recur_backward(self, d_new, cache):
+        (dh_new,) = d_new
+        h, r, z, n, gh_n = cache
+        dn = dh_new * (1 - z)
+        dz = dh_new * (h - n)  # h' = n + z (h - n)
+        dh = dh_new * z  # the direct path h -> h'
+        da_n = dn * (1 - n ** 2)  # through tanh
+        dr = da_n * gh_n
+        da_r = dr * r * (1 - r)  # sigmoid' = s (1 - s)
+        da_z = dz * z * (1 - z)
+        d_gi = xp.concatenate([da_r, da_z, da_n], axis=1)
+        d_gh = xp.concatenate([da_r, da_z, da_n * r], axis=1)  # r scales only the hidden part of n
+        return d_gi, (dh + self._hh_backward(d_gh, h),)
+
+    forward = RNNCell.forward.__wrapped__
+    backward = RNNCell.backward.__wrapped__
+
+
+class LSTMCell(_CellBase):
+    """Long short-term memory cell (gate rows ``[i | f | g | o]`` as in PyTorch).
+
+    .. math::
+        i, f, o = \\sigma(a_i), \\sigma(a_f), \\sigma(a_o),\\; g = \\tanh(a_g),\\;
+        c' = f \\odot c + i \\odot g,\\; h' = o \\odot \\tanh(c')
+
+    ``forward(x (B, I), h = zeros, c = zeros) -> (h', c')``; ``backward(grad_h, grad_c=None)``
+    returns ``dx`` (and ``dh, dc`` when ``h, c`` were given).
+    """
+
+    gates = 4
+    n_state = 2
+
+    def recur(self, gi, state):
+        h, c = state
+        H = self.hidden_size
+        a = gi + self._hh(h)
+        i = _sigmoid(a[:, :H])
+        f = _sigmoid(a[:, H:2 * H])
+        g = xp.tanh(a[:, 2 * H:3 * H])
+        o = _sigmoid(a[:, 3 * H:])
+        c_new = f * c + i * g
+        tc = xp.tanh(c_new)
+        h_new = o * tc
+        return (h_new, c_new), (h, c, i, f, g, o, tc)
+
+    def recur_backward(self, d_new, cache):
+        dh_new, dc_new = d_new
+        h, c, i, f, g, o, tc = cache
+        do = dh_new * tc
+        dc = dc_new + dh_new * o * (1 - tc ** 2)  # c' reaches the loss directly and through h'
+        da = xp.concatenate([
+            dc * g * i * (1 - i),  # d a_i
+            dc * c * f * (1 - f),  # d a_f
+            dc * i * (1 - g ** 2),  # d a_g
+            do * o * (1 - o),  # d a_o
+        ], axis=1)
+        return da, (self._hh_backward(da, h), dc * f)
+
+    def forward(self, x, h=None, c=None):
+        self._check_inputs(x, [("h", h), ("c", c)])
+        if (h is None) != (c is None):
+            raise ValueError("LSTMCell: give both 'h' and 'c' or neither, got only one")
+        self._given = h is not None
+        state = (h, c) if h is not None else self.initial_state(x.shape[0], x.dtype)
+        (h_new, c_new), self.cache = self.step(x, state)
+        return h_new, c_new
+
+    def backward(self, grad_output, grad_c=None):
+        dc_new = xp.zeros_like(grad_output) if grad_c is None else grad_c
+        dx, (dh, dc) = self.step_backward((grad_output, dc_new), self.cache)
+        return (dx, dh, dc) if self._given else dx
+
+
+# ====================================================================== layers
+def lengths_from(lengths, mask, B, T, where):
+    """Validate ``lengths (B,)`` ints in ``[1, T]`` (or derive them from a padding mask)."""
+    if lengths is not None and mask is not None:
+        raise ValueError(f"{where}: give 'lengths' or 'mask', not both")
+    if mask is not None:
+        check_array(mask, "mask", where, shape=(B, T), dtype="bool")
+        lengths = (~mask).sum(axis=1)
+        if bool(xp.any(mask != (xp.arange(T)[None, :] >= lengths[:, None]))):
+            raise ValueError(f"{where}: 'mask' must mark padding at the END of each row (True = padding)")
+    if lengths is None:
+        return xp.full((B,), T, dtype=xp.int64)
+    check_array(lengths, "lengths", where, shape=(B,), dtype="int")
+    if bool(xp.any(lengths < 1)) or bool(xp.any(lengths > T)):
+        raise ValueError(f"{where}: 'lengths' must lie in [1, T={T}], got min {int(lengths.min())}, "
+                         f"max {int(lengths.max())}")
+    return lengths
+
+
+class _RecurrentBase(Module):
+    """A cell (or two, when bidirectional) run over time with BPTT; see the module docstring."""
+
+    gradcheck_exempt = "abstract base of RNN, GRU and LSTM (each is registered)"
+    cell_class = None
+
+    def __init__(self, input_size, hidden_size, bias=True, batch_first=True, bidirectional=False, **cell_kw):
+        name = type(self).__name__
+        if batch_first is not True:
+            raise ValueError(f"{name}: npattention is batch-first, (B, T, I); got batch_first={batch_first!r}")
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"{name}: 'bidirectional' must be a bool, got {bidirectional!r}")
+        self.input_size = check_positive_int(input_size, "input_size", name)
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        # cells[0] reads left to right; cells[1] (bidirectional) right to left
+        self.cells = [self.cell_class(input_size, hidden_size, bias, **cell_kw) for _ in range(self.num_directions)]
+
+    @property
+    def output_size(self):
+        return self.num_directions * self.hidden_size
+
+    def _run(self, x, states0, lengths, mask):
+        name = type(self).__name__
+        dims = {}
+        check_array(x, "x", name, shape=("B", "T", self.input_size), dims=dims)
+        B, T, _ = x.shape
+        D, H = self.num_directions, self.hidden_size
+        for label, s in states0:
+            if s is not None:
+                check_array(s, label, name, shape=(D, B, H))
+        given = [s is not None for _, s in states0]
+        if any(given) and not all(given):
+            raise ValueError(f"{name}: give all of {[lab for lab, _ in states0]} or none")
+        lengths = lengths_from(lengths, mask, B, T, name)
+        real = (xp.arange(T)[None, :] < lengths[:, None])[:, :, None]  # (B, T, 1): True at real steps
+
+        outputs, finals, caches = [], [], []
+        for d, cell in enumerate(self.cells):
+            gi = cell.project(x)  # (B, T, G*H): input part of every step in one matmul
+            if all(given):
+                state = tuple(s[d] for _, s in states0)
+            else:
+                state = cell.initial_state(B, x.dtype)
+            ys, step_caches = [None] * T, [None] * T
+            order = range(T) if d == 0 else range(T - 1, -1, -1)
+            # The loop over time IS the lesson: step t needs the state of step t-1, so it
+            # cannot be vectorised over time (it is vectorised over the batch).
+            for t in order:
+                new, step_caches[t] = cell.recur(gi[:, t], state)
+                keep = real[:, t]  # (B, 1): padded rows keep their state and output 0
+                state = tuple(xp.where(keep, n, s) for n, s in zip(new, state))
+                ys[t] = xp.where(keep, new[0], 0)
+            outputs.append(xp.stack(ys, axis=1))
+            finals.append(state)
+            caches.append(step_caches)
+        self.cache = (x, real, caches, all(given))
+        out = outputs[0] if D == 1 else xp.concatenate(outputs, axis=-1)
+        final = tuple(xp.stack([f[k] for f in finals]) for k in range(len(finals[0])))  # each (D, B, H)
+        return out, final
+
+    def backward(self, grad_output, grad_h_n=None, grad_c_n=None):
+        """BPTT.  ``grad_output (B, T, D*H)``; optional ``grad_h_n``/``grad_c_n (D, B, H)``
+        for the final state.  Returns ``dx`` (plus ``dh0`` [, ``dc0``] when given to forward)."""
+        x, real, caches, given = self.cache
+        name = type(self).__name__
+        B, T, _ = x.shape
+        H = self.hidden_size
+        n_state = self.cell_class.n_state
+        grads_final = [grad_h_n, grad_c_n][:n_state]
+        if n_state == 1 and grad_c_n is not None:
+            raise ValueError(f"{name}.backward: 'grad_c_n' only exists for the LSTM")
+        for label, g in zip(["grad_h_n", "grad_c_n"], grads_final):
+            if g is not None:
+                check_array(g, label, f"{name}.backward", shape=(self.num_directions, B, H))
+        dx = xp.zeros_like(x)
+        d_states0 = []
+        for d, cell in enumerate(self.cells):
+            dy = grad_output[..., d * H:(d + 1) * H]
+            d_state = tuple(xp.zeros((B, H), dtype=x.dtype) if g is None else g[d] for g in grads_final)
+            d_gi = xp.zeros((B, T, cell.gates * H), dtype=x.dtype)
+            order = range(T - 1, -1, -1) if d == 0 else range(T)  # the forward order, reversed
+            for t in order:
+                keep = real[:, t]
+                # state_t = keep ? new : prev  and  y_t = keep ? new_h : 0
+                d_new = [xp.where(keep, ds, 0) for ds in d_state]
+                d_new[0] = d_new[0] + xp.where(keep, dy[:, t], 0)
+                d_gi[:, t], d_prev = cell.recur_backward(tuple(d_new), caches[d][t])
+                d_state = tuple(xp.where(keep, dp, ds) for dp, ds in zip(d_prev, d_state))
+            dx += cell.project_backward(d_gi, x)  # dW_ih for all steps at once
+            d_states0.append(d_state)
+        if not given:
+            return dx
+        return (dx,) + tuple(xp.stack([ds[k] for ds in d_states0]) for k in range(n_state))
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}, bidirectional={self.bidirectional}"
+
+
+class RNN(_RecurrentBase):
+    """Elman RNN over a sequence: ``forward(x (B, T, I), h0 (D, B, H) = zeros, lengths=None,
+    mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``."""
+
+    cell_class = RNNCell
+
+    def __init__(self, input_size, hidden_size, bias=True, batch_first=True, bidirectional=False,
+                 nonlinearity="tanh"):
+        super().__init__(input_size, hidden_size, bias, batch_first, bidirectional, nonlinearity=nonlinearity)
+
+    def forward(self, x, h0=None, lengths=None, mask=None):
+        out, (h_n,) = self._run(x, [("h0", h0)], lengths, mask)
+        return out, h_n
+
+
+class GRU(_RecurrentBase):
+    """GRU over a sequence: ``forward(x (B, T, I), h0 (D, B, H) = zeros, lengths=None,
+    mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``."""
+
+    cell_class = GRUCell
+    forward = RNN.forward.__wrapped__
+
+
+class LSTM(_RecurrentBase):
+    """LSTM over a sequence: ``forward(x (B, T, I), h0 = zeros, c0 = zeros, lengths=None,
+    mask=None) -> (outputs (B, T, D*H), (h_n, c_n))`` with ``h_n, c_n (D, B, H)``."""
+
+    cell_class = LSTMCell
+
+    def forward(self, x, h0=None, c0=None, lengths=None, mask=None):
+        out, (h_n, c_n) = self._run(x, [("h0", h0), ("c0", c0)], lengths, mask)
+        return out, (h_n, c_n)

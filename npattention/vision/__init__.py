@@ -1,0 +1,16 @@
+"""Attention for images: the convolutional substrate and the vision attention blocks.
+
+* :mod:`npattention.vision.layers` -- ``Conv2d``, ``Conv1d``, ``MaxPool2d``,
+  ``AdaptiveAvgPool2d``, ``AdaptiveMaxPool2d``, ``BatchNorm2d``, ``Flatten``,
+  ``BasicConv2d`` (conv [+ BN] + ReLU), all on ``(B, C, H, W)`` feature maps, each with a
+  hand-written backward (im2col / col2im for the convolutions).
+* :mod:`npattention.vision.channel` -- channel (and CBAM's spatial) attention:
+  ``SEBlock``, ``SEBasicBlock``, ``SEInception``, ``ChannelAttention``,
+  ``SpatialAttention``, ``CBAM``, ``ECA`` (+ ``eca_kernel_size``), ``PixelAttention``.
+* :mod:`npattention.vision.sagan` -- SAGAN self-attention on feature maps.
+* :mod:`npattention.vision.stn` -- the spatial transformer (affine grid + bilinear sampler).
+* :mod:`npattention.vision.data` -- ``make_glyphs``: a synthetic, seeded image task
+  (glyphs on noisy, cluttered backgrounds, optionally translated / rotated / scaled).
+* :mod:`npattention.vision.train` -- a small Adam optimiser and a classifier training loop
+  used by the vision demo, benchmark and notebooks.
+"""

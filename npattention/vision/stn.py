@@ -1,0 +1,294 @@
+"""The spatial transformer (Jaderberg et al., 2015): the network learns *where to look*.
+
+Three pieces, each a forward with a hand-written backward:
+
+1. a **localisation net** reads the image and predicts an affine matrix
+   ``theta`` ``(B, 2, 3)``, initialised to the identity;
+2. :func:`affine_grid` turns ``theta`` into a **sampling grid** ``(B, H_out, W_out, 2)``:
+   for every output pixel, the point of the input it should be read from, in normalised
+   coordinates (``x`` first, then ``y``; ``-1`` = left/top, ``+1`` = right/bottom);
+3. :func:`grid_sample` reads the input at those points with **bilinear interpolation**,
+   zeros outside the image.
+
+Read as attention: the grid is the *score* (where to look), the four bilinear weights
+are the *alignment* (a tiny, local, differentiable attention over pixels) and the
+weighted sum of the four neighbours is the *context*.
+
+``align_corners`` (the same meaning as in PyTorch's ``affine_grid`` / ``grid_sample``)
+-----------------------------------------------------------------------------------
+* ``False`` (default): ``-1`` and ``+1`` are the **outer edges** of the border pixels, so
+  pixel ``i`` of ``n`` has its centre at ``(2i + 1)/n - 1`` and a normalised coordinate
+  ``u`` maps to pixel index ``((u + 1) n - 1)/2``.  Resolution-independent.
+* ``True``: ``-1`` and ``+1`` are the **centres** of the border pixels: pixel ``i`` sits
+  at ``2i/(n - 1) - 1`` and ``u`` maps to ``(u + 1)(n - 1)/2``.
+
+For a 1-pixel axis both place the pixel at ``0`` (as PyTorch does).
+"""
+from ..backend import add_at, xp
+from ..layers import Linear
+from ..module import Module, Parameter
+from ..validate import check_array, check_positive_int
+
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_size(size, where):
+    """``size`` = ``(B, C, H, W)`` of positive ints -> a tuple."""
+    try:
+        size = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: 'size' must be a tuple (B, C, H, W) of ints, got {size!r}") from None
+    if len(size) != 4 or min(size) <= 0:
+        raise ValueError(f"{where}: 'size' must be (B, C, H, W) with 4 positive ints "
+                         f"(only 2-D affine grids are supported), got {size}")
+    return size
+
+
+def _check_align(align_corners, where):
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"{where}: 'align_corners' must be True or False, got {align_corners!r}")
+    return align_corners
+
+
+def _pixel_centres(n, align_corners, dtype):
+    """Normalised coordinates (in ``[-1, 1]``) of the centres of ``n`` pixels along one axis."""
+    if n == 1:
+        return xp.zeros(1, dtype=dtype)
+    i = xp.arange(n, dtype=xp.float64)
+    centres = 2 * i / (n - 1) - 1 if align_corners else (2 * i + 1) / n - 1
+    return centres.astype(dtype)
+
+
+def _base_grid(H, W, align_corners, dtype):
+    """``(H*W, 3)`` rows ``[x_w, y_h, 1]``: homogeneous coordinates of the output pixels."""
+    xs = _pixel_centres(W, align_corners, dtype)
+    ys = _pixel_centres(H, align_corners, dtype)
+    gx = xp.broadcast_to(xs[None, :], (H, W))
+    gy = xp.broadcast_to(ys[:, None], (H, W))
+    return xp.stack([gx, gy, xp.ones((H, W), dtype=dtype)], axis=-1).reshape(H * W, 3)
+
+
+def _to_pixels(u, n, align_corners):
+    """Normalised coordinate -> pixel index, and the constant slope ``d index / d u``."""
+    if align_corners:
+        slope = (n - 1) / 2  # -1 -> 0, +1 -> n - 1 (centres of the border pixels)
+        return (u + 1) * slope, slope
+    slope = n / 2  # -1 -> -0.5, +1 -> n - 0.5 (outer edges of the border pixels)
+    return (u + 1) * slope - 0.5, slope
+
+
+def _bilinear_taps(grid, H, W, align_corners):
+    """The four neighbours of every sampling point.
+
+    Returns ``(taps, slope_x, slope_y)`` where each tap is
+    ``(row, col, weight, inside, d weight/d ix, d weight/d iy)``, all ``(B, H_out, W_out)``;
+    ``row``/``col`` are clipped into the image (their values only matter where ``inside``).
+    """
+    ix, slope_x = _to_pixels(grid[..., 0], W, align_corners)
+    iy, slope_y = _to_pixels(grid[..., 1], H, align_corners)
+    x0, y0 = xp.floor(ix), xp.floor(iy)
+    fx, fy = ix - x0, iy - y0  # position inside the cell, in [0, 1)
+    taps = []
+    # A loop over the 4 corners of the cell (not over pixels): corner (dy, dx).
+    for dy, wy, dwy in ((0, 1 - fy, -1.0), (1, fy, 1.0)):
+        for dx, wx, dwx in ((0, 1 - fx, -1.0), (1, fx, 1.0)):
+            col, row = x0 + dx, y0 + dy
+            inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)  # zeros padding
+            row_i = xp.clip(row, 0, H - 1).astype(xp.int64)
+            col_i = xp.clip(col, 0, W - 1).astype(xp.int64)
+            taps.append((row_i, col_i, wy * wx, inside, dwx * wy, dwy * wx))
+    return taps, slope_x, slope_y
+
+
+# --------------------------------------------------------------------------- affine_grid
+def affine_grid(theta, size, align_corners=False):
+    """Sampling grid of an affine map, as ``torch.nn.functional.affine_grid``.
+
+    ``theta``: ``(B, 2, 3)``; ``size``: the output size ``(B, C, H, W)``.
+    Returns ``grid`` ``(B, H, W, 2)`` with ``grid[b, h, w] = theta[b] @ [x_w, y_h, 1]``,
+    where ``(x_w, y_h)`` is the normalised centre of output pixel ``(h, w)``.
+    """
+    where = "affine_grid"
+    B, _, H, W = _check_size(size, where)
+    check_array(theta, "theta", where, shape=(B, 2, 3))
+    _check_align(align_corners, where)
+    base = _base_grid(H, W, align_corners, theta.dtype)  # (H*W, 3)
+    grid = base @ theta.transpose(0, 2, 1)  # (B, H*W, 2): rows [x, y, 1] times theta^T
+    return grid.reshape(B, H, W, 2)
+
+
+def affine_grid_backward(grad_grid, size, align_corners=False):
+    """``dL/dtheta`` ``(B, 2, 3)`` from ``dL/dgrid`` ``(B, H, W, 2)``.
+
+    The grid is linear in theta: ``g_{p j} = sum_k theta_{j k} base_{p k}``, so
+    ``dL/dtheta_{j k} = sum_p dL/dg_{p j} base_{p k}`` (a sum over output pixels p).
+    """
+    where = "affine_grid_backward"
+    B, _, H, W = _check_size(size, where)
+    check_array(grad_grid, "grad_grid", where, shape=(B, H, W, 2))
+    base = _base_grid(H, W, _check_align(align_corners, where), grad_grid.dtype)
+    return grad_grid.reshape(B, H * W, 2).transpose(0, 2, 1) @ base  # (B, 2, 3)
+
+
+# --------------------------------------------------------------------------- grid_sample
+def _check_sample_inputs(input, grid, where, mode, padding_mode):
+    if mode != "bilinear":
+        raise ValueError(f"{where}: only mode='bilinear' is implemented, got {mode!r}")
+    if padding_mode != "zeros":
+        raise ValueError(f"{where}: only padding_mode='zeros' is implemented, got {padding_mode!r}")
+    dims = {}
+    check_array(input, "input", where, shape=("B", "C", "H", "W"), dims=dims)
+    check_array(grid, "grid", where, shape=("B", "H_out", "W_out", 2), dims=dims)
+
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    """Bilinear sampling with zeros padding, as ``torch.nn.functional.grid_sample``.
+
+    ``input``: ``(B, C, H, W)``; ``grid``: ``(B, H_out, W_out, 2)`` normalised ``(x, y)``.
+    Returns ``(B, C, H_out, W_out)``:
+    ``out[b, :, p] = sum over the 4 neighbours (r, c) of w_rc * input[b, :, r, c]``,
+    with ``w_rc = (1 - |ix - c|)(1 - |iy - r|)`` and neighbours outside the image read as 0.
+    """
+    where = "grid_sample"
+    _check_sample_inputs(input, grid, where, mode, padding_mode)
+    B, C, H, W = input.shape
+    taps, _, _ = _bilinear_taps(grid, H, W, _check_align(align_corners, where))
+    image = input.transpose(0, 2, 3, 1)  # (B, H, W, C): one gather fetches all channels
+    b = xp.arange(B)[:, None, None]
+    out = 0
+    for row, col, weight, inside, _, _ in taps:  # the 4 corners
+        out = out + (weight * inside)[..., None] * image[b, row, col]
+    return out.transpose(0, 3, 1, 2).astype(input.dtype, copy=False)
+
+
+def grid_sample_backward(grad_output, input, grid, align_corners=False):
+    """``(dL/dinput, dL/dgrid)`` of :func:`grid_sample` (bilinear, zeros padding).
+
+    * to the input: each output value came from 4 pixels with weights ``w``, so each
+      pixel receives ``w * grad`` from every sampling point that read it -- a
+      scatter-add (:func:`npattention.backend.add_at`), since pixels repeat;
+    * to the grid: ``out`` is linear in ``ix`` within a cell, with slope
+      ``sum_corners (d w / d ix) * value``; then ``d ix / d grid_x`` is the constant
+      slope of the unnormalisation (``W/2`` or ``(W-1)/2``), likewise for ``y``.
+    """
+    where = "grid_sample_backward"
+    _check_sample_inputs(input, grid, where, "bilinear", "zeros")
+    B, C, H, W = input.shape
+    check_array(grad_output, "grad_output", where, shape=(B, C) + tuple(grid.shape[1:3]))
+    taps, slope_x, slope_y = _bilinear_taps(grid, H, W, _check_align(align_corners, where))
+    image = input.transpose(0, 2, 3, 1)  # (B, H, W, C)
+    g = grad_output.transpose(0, 2, 3, 1)  # (B, H_out, W_out, C)
+    b = xp.broadcast_to(xp.arange(B)[:, None, None], taps[0][0].shape)
+    grad_image = xp.zeros_like(image)
+    grad_ix = xp.zeros(grid.shape[:3], dtype=grid.dtype)
+    grad_iy = xp.zeros(grid.shape[:3], dtype=grid.dtype)
+    for row, col, weight, inside, dw_dix, dw_diy in taps:
+        # to the input: scatter w * g back to the pixel each corner read (outside: w*0)
+        add_at(grad_image, (b, row, col), (weight * inside)[..., None] * g)
+        # to the grid: d out / d ix = sum_corners (d w / d ix) * value; g . value sums channels
+        g_dot_value = xp.sum(g * image[b, row, col], axis=-1) * inside
+        grad_ix += dw_dix * g_dot_value
+        grad_iy += dw_diy * g_dot_value
+    grad_grid = xp.stack([grad_ix * slope_x, grad_iy * slope_y], axis=-1)  # chain rule: d ix / d x
+    return grad_image.transpose(0, 3, 1, 2), grad_grid
+
+
+# --------------------------------------------------------------------------- modules
+class AffineGrid(Module):
+    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``."""
+
+    def __init__(self, height, width, align_corners=False):
+        self.height = check_positive_int(height, "height", "AffineGrid")
+        self.width = check_positive_int(width, "width", "AffineGrid")
+        self.align_corners = _check_align(align_corners, "AffineGrid")
+
+    def forward(self, theta):
+        check_array(theta, "theta", "AffineGrid", shape=(None, 2, 3))
+        self.cache = size = (theta.shape[0], 1, self.height, self.width)
+        return affine_grid(theta, size, self.align_corners)
+
+    def backward(self, grad_output):
+        return affine_grid_backward(grad_output, self.cache, self.align_corners)
+
+    def extra_repr(self):
+        return f"height={self.height}, width={self.width}, align_corners={self.align_corners}"
+
+
+class GridSample(Module):
+    """Module form of :func:`grid_sample`: ``(input, grid) -> output``; backward -> ``(d input, d grid)``."""
+
+    def __init__(self, align_corners=False):
+        self.align_corners = _check_align(align_corners, "GridSample")
+
+    def forward(self, input, grid):
+        self.cache = (input, grid)
+        return grid_sample(input, grid, align_corners=self.align_corners)
+
+    def backward(self, grad_output):
+        input, grid = self.cache
+        return grid_sample_backward(grad_output, input, grid, self.align_corners)
+
+    def extra_repr(self):
+        return f"align_corners={self.align_corners}"
+
+
+class SpatialTransformer(Module):
+    """Localisation net -> ``theta`` -> :func:`affine_grid` -> :func:`grid_sample`.
+
+    ``x``: ``(B, C, H, W)`` -> ``(B, C, H_out, W_out)`` (``output_size``, default ``(H, W)``).
+
+    The localisation net is ``Linear(C*H*W, hidden) -> tanh -> Linear(hidden, 6)`` on the
+    flattened image.  Its last layer starts with **zero weights and the identity as bias**,
+    so an untrained transformer returns its input (up to float rounding) and training
+    starts from "look at the whole image".  After a forward pass, ``self.theta`` and
+    ``self.grid`` hold the last transform and sampling grid (for plotting).
+
+    backward returns ``dL/dx`` along both paths: through the sampler (the pixels that were
+    read) and through the localisation net (how moving the grid changes the loss).
+    """
+
+    def __init__(self, in_channels, height, width, hidden=32, align_corners=False, output_size=None):
+        where = "SpatialTransformer"
+        self.in_channels = check_positive_int(in_channels, "in_channels", where)
+        self.height = check_positive_int(height, "height", where)
+        self.width = check_positive_int(width, "width", where)
+        self.align_corners = _check_align(align_corners, where)
+        if output_size is None:
+            output_size = (height, width)
+        if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2):
+            raise ValueError(f"{where}: 'output_size' must be (H_out, W_out), got {output_size!r}")
+        self.output_size = tuple(check_positive_int(s, "output_size", where) for s in output_size)
+        self.fc1 = Linear(in_channels * height * width, check_positive_int(hidden, "hidden", where))
+        self.fc2 = Linear(hidden, 6)
+        self.fc2.weight.data[...] = 0  # start at theta = identity, whatever the image
+        self.fc2.bias.data[...] = xp.asarray(_IDENTITY, dtype=self.fc2.bias.data.dtype)
+        self.theta = self.grid = None
+
+    def localize(self, x):
+        """The localisation net alone: ``theta`` ``(B, 2, 3)`` for images ``x``."""
+        h = xp.tanh(self.fc1(x.reshape(x.shape[0], -1)))
+        return self.fc2(h).reshape(-1, 2, 3), h
+
+    def forward(self, x):
+        check_array(x, "x", "SpatialTransformer", shape=(None, self.in_channels, self.height, self.width))
+        B, C = x.shape[:2]
+        theta, h = self.localize(x)  # where to look
+        grid = affine_grid(theta, (B, C) + self.output_size, self.align_corners)
+        out = grid_sample(x, grid, align_corners=self.align_corners)  # read it
+        self.theta, self.grid = theta, grid
+        self.cache = (x, h, grid)
+        return out
+
+    def backward(self, grad_output):
+        x, h, grid = self.cache
+        B, C = x.shape[:2]
+        dx_sampled, dgrid = grid_sample_backward(grad_output, x, grid, self.align_corners)
+        dtheta = affine_grid_backward(dgrid, (B, C) + self.output_size, self.align_corners)
+        dh = self.fc2.backward(dtheta.reshape(B, 6))
+        dflat = self.fc1.backward(dh * (1 - h * h))  # tanh' = 1 - tanh^2
+        return dx_sampled + dflat.reshape(x.shape)  # both paths from x to the output
+
+    def extra_repr(self):
+        return (f"in_channels={self.in_channels}, height={self.height}, width={self.width}, "
+                f"output_size={self.output_size}, align_corners={self.align_corners}")

@@ -1,0 +1,139 @@
+"""The toy sequence data: vocabulary, tasks, token format, splits and batches."""
+import datetime
+
+import numpy as np
+import pytest
+
+from npattention.backend import to_numpy, xp
+from npattention.data import (DATE_FORMATS, TASKS, SeqDataset, Vocab, encode_sources, encode_targets,
+                              exact_match, format_date, load_task, make_task, pad_batch, task_vocab)
+
+
+def test_vocab_specials_and_round_trip():
+    v = Vocab("abca")
+    assert v.itos == ["<pad>", "<sos>", "<eos>", "<unk>", "a", "b", "c"]
+    assert (Vocab.PAD, Vocab.SOS, Vocab.EOS, Vocab.UNK) == (0, 1, 2, 3)
+    assert v.encode("cab") == [6, 4, 5]
+    assert v.encode("ab", add_sos=True, add_eos=True) == [1, 4, 5, 2]
+    assert v.encode("az") == [4, 3]  # unknown -> <unk>
+    assert v.decode([1, 6, 4, 2, 5, 5]) == "ca"  # skip <sos>, stop at <eos>
+    assert v.decode(xp.asarray([4, 3, 0, 5])) == "a?b"
+    assert Vocab(v.state()).itos == v.itos
+    assert len(v) == 7
+
+
+def test_token_format_of_a_pair():
+    v = Vocab("abc")
+    src, src_len = encode_sources(["abc", "a"], v)
+    tgt_in, tgt_out, tgt_len = encode_targets(["cba", "a"], v)
+    assert to_numpy(src).tolist() == [[4, 5, 6, 2], [4, 2, 0, 0]]
+    assert to_numpy(src_len).tolist() == [4, 2]
+    assert to_numpy(tgt_in).tolist() == [[1, 6, 5, 4], [1, 4, 0, 0]]
+    assert to_numpy(tgt_out).tolist() == [[6, 5, 4, 2], [4, 2, 0, 0]]
+    assert to_numpy(tgt_len).tolist() == [4, 2]
+    assert src.dtype == xp.int64 and isinstance(src, xp.ndarray)
+
+
+def test_pad_batch_rejects_short_length():
+    with pytest.raises(ValueError, match="length"):
+        pad_batch([[1, 2, 3]], length=2)
+
+
+@pytest.mark.parametrize("name", ["copy", "reverse", "sort"])
+def test_symbol_tasks(name):
+    src, tgt = make_task(name, 200, seed=1, min_len=2, max_len=6)
+    assert len(src) == len(tgt) == 200 and len(set(src)) == 200
+    assert all(2 <= len(s) <= 6 for s in src)
+    expect = {"copy": lambda s: s, "reverse": lambda s: s[::-1], "sort": lambda s: "".join(sorted(s))}[name]
+    assert tgt == [expect(s) for s in src]
+    assert make_task(name, 200, seed=1, min_len=2, max_len=6) == (src, tgt)
+    assert make_task(name, 200, seed=2, min_len=2, max_len=6) != (src, tgt)
+
+
+def test_date_formats_of_one_day():
+    day = datetime.date(2026, 11, 21)
+    got = {format_date(day, f) for f in DATE_FORMATS}
+    for text in ["21 November 2026", "11/21/26", "Saturday, Nov 21, 2026", "21.11.2026",
+                 "nov 21 2026", "2026 Nov 21", "21st of November 2026", "11/21/2026"]:
+        assert text in got
+    assert len(got) == len(DATE_FORMATS) >= 10
+    assert format_date(datetime.date(2011, 3, 12), "{th}") == "12th"
+    assert format_date(datetime.date(2011, 3, 22), "{th}") == "22nd"
+
+
+def test_dates_task_targets_are_iso_and_parse_back():
+    src, tgt = make_task("dates", 300, seed=0)
+    formats_seen = set()
+    for s, t in zip(src, tgt):
+        day = datetime.date.fromisoformat(t)
+        assert 1950 <= day.year <= 2049
+        matches = [f for f in DATE_FORMATS if format_date(day, f) == s]
+        assert matches, (s, t)
+        formats_seen.update(matches)
+    assert len(formats_seen) == len(DATE_FORMATS)
+
+
+def test_dates_rejects_ambiguous_two_digit_years():
+    with pytest.raises(ValueError, match="years"):
+        make_task("dates", 5, years=(1900, 2049))
+    src, _ = make_task("dates", 5, years=(1900, 2049), formats=["{Y}/{mm}/{dd}"])
+    assert all(len(s) == 10 for s in src)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="'name'"):
+        make_task("translate", 3)
+    with pytest.raises(ValueError, match="'n'"):
+        make_task("copy", -1)
+    with pytest.raises(ValueError, match="min_len"):
+        make_task("copy", 3, min_len=5, max_len=2)
+    with pytest.raises(ValueError, match="distinct"):
+        make_task("copy", 50, min_len=1, max_len=1, alphabet="ab")
+    with pytest.raises(ValueError, match="batch_size"):
+        next(SeqDataset(["a"], ["a"], Vocab("a")).batches(0))
+
+
+def test_splits_are_disjoint_and_deterministic():
+    vocab, splits = load_task("reverse", 300, 50, 60, seed=5, min_len=3, max_len=7)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [300, 50, 60]
+    train, val, test = (set(splits[k].sources) for k in ("train", "val", "test"))
+    assert not (train & test) and not (train & val) and not (val & test)
+    _, again = load_task("reverse", 300, 50, 60, seed=5, min_len=3, max_len=7)
+    assert again["test"].sources == splits["test"].sources
+    assert np.array_equal(to_numpy(again["train"].src), to_numpy(splits["train"].src))
+    assert vocab.itos == task_vocab("reverse").itos
+
+
+def test_batches_cover_the_set_and_are_trimmed():
+    vocab, splits = load_task("dates", 50, 5, 5, seed=2)
+    ds = splits["train"]
+    seen = []
+    for batch in ds.batches(16, shuffle=True, seed=3):
+        assert len(batch) <= 16
+        S = int(to_numpy(batch.src_lengths).max())
+        assert batch.src.shape == (len(batch), S)  # trimmed to the longest row
+        assert batch.tgt_in.shape == batch.tgt_out.shape == (len(batch), 11)
+        mask = to_numpy(batch.src_padding_mask)
+        assert np.array_equal(mask, to_numpy(batch.src) == Vocab.PAD)
+        assert vocab.decode_batch(batch.src) == batch.sources
+        assert vocab.decode_batch(batch.tgt_out) == batch.targets
+        assert np.array_equal(to_numpy(batch.tgt_in)[:, 1:], to_numpy(batch.tgt_out)[:, :-1])
+        seen += batch.sources
+    assert sorted(seen) == sorted(ds.sources)
+    order1 = [b.sources for b in ds.batches(16, shuffle=True, seed=3)]
+    order2 = [b.sources for b in ds.batches(16, shuffle=True, seed=4)]
+    assert order1 != order2
+    assert ds.num_batches(16) == 4 and len(list(ds.batches(16, drop_last=True))) == 3
+
+
+def test_exact_match():
+    assert exact_match(["ab", "c", "d"], ["ab", "c", "e"]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        exact_match(["a"], [])
+
+
+def test_every_task_loads():
+    for name in TASKS:
+        vocab, splits = load_task(name, 20, 5, 5, seed=0)
+        assert vocab.decode_batch(splits["test"].tgt_out) == splits["test"].targets
+        assert vocab.decode_batch(splits["train"].src) == splits["train"].sources

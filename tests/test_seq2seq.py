@@ -1,0 +1,143 @@
+"""Seq2seq with attention: masking, consistency of teacher forcing and greedy decoding,
+gradients through the whole model, a short training run on dates, and bad input."""
+import numpy as np
+import pytest
+
+from npattention.backend import to_numpy, xp
+from npattention.gradcheck import gradcheck
+from npattention.seq2seq import BahdanauDecoder, Encoder, LuongDecoder, PlainDecoder, Seq2Seq
+
+V = 9
+SRC = xp.asarray([[4, 5, 6, 2, 0, 0], [7, 8, 4, 5, 6, 2], [5, 2, 0, 0, 0, 0]])
+SRC_LEN = xp.asarray([4, 6, 2])
+TGT_IN = xp.asarray([[1, 4, 5, 6], [1, 8, 7, 0], [1, 6, 6, 6]])
+
+ATTENTION_MODELS = [
+    dict(attention="bahdanau"),
+    dict(attention="bahdanau", cell="lstm", bidirectional=False),
+    dict(attention="luong", score="dot"),
+    dict(attention="luong", score="general", cell="lstm"),
+    dict(attention="luong", score="concat", bidirectional=False),
+    dict(attention="note004", max_src_len=8),
+]
+
+
+def model(**kw):
+    return Seq2Seq(V, V, embed_dim=5, hidden_size=4, **kw).double()
+
+
+@pytest.mark.parametrize("kw", ATTENTION_MODELS, ids=lambda kw: "-".join(map(str, kw.values())))
+def test_attention_weights_sum_to_one_over_real_positions(kw):
+    m = model(**kw)
+    logits, w = m(SRC, TGT_IN, SRC_LEN)
+    assert logits.shape == (3, 4, V) and w.shape == (3, 4, 6)
+    w = to_numpy(w)
+    real = to_numpy(xp.arange(6)[None, :] < SRC_LEN[:, None])  # (B, S)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-12)
+    assert np.all(w[~np.broadcast_to(real[:, None, :], w.shape)] == 0.0)  # exactly 0 on padding
+    assert m.attention_weights is not None and m.attention_weights.shape == (3, 4, 6)
+
+
+@pytest.mark.parametrize("kw", ATTENTION_MODELS + [dict(attention="none")],
+                         ids=lambda kw: "-".join(map(str, kw.values())))
+def test_padding_in_the_batch_changes_nothing(kw):
+    """Each row of a padded batch decodes exactly as the same sentence alone."""
+    m = model(**kw)
+    logits, w = m(SRC, TGT_IN, SRC_LEN)
+    for b in range(3):
+        L = int(SRC_LEN[b])
+        alone, w_alone = m(SRC[b:b + 1, :L], TGT_IN[b:b + 1])
+        np.testing.assert_allclose(to_numpy(logits[b]), to_numpy(alone[0]), rtol=1e-10, atol=1e-12)
+        if w is not None:
+            np.testing.assert_allclose(to_numpy(w[b, :, :L]), to_numpy(w_alone[0]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(attention="bahdanau"), dict(attention="luong", cell="lstm"),
+                                dict(attention="none"), dict(attention="note004", max_src_len=6)],
+                         ids=["bahdanau", "luong-lstm", "none", "note004"])
+def test_greedy_decoding_matches_teacher_forcing_on_its_own_output(kw):
+    m = model(**kw)
+    tokens, w = m.greedy_decode(SRC, SRC_LEN, max_len=5, eos=99)  # eos never produced: 5 steps
+    assert tokens.shape == (3, 5)
+    tgt_in = xp.concatenate([xp.ones((3, 1), dtype=xp.int64), tokens[:, :-1]], axis=1)
+    logits, w_tf = m(SRC, tgt_in, SRC_LEN)
+    np.testing.assert_array_equal(to_numpy(xp.argmax(logits, -1)), to_numpy(tokens))
+    if w is not None:
+        np.testing.assert_allclose(to_numpy(w), to_numpy(w_tf), rtol=1e-10, atol=1e-14)
+
+
+def test_greedy_stops_when_every_row_has_ended():
+    m = model(attention="bahdanau")
+    m.decoder.out.bias.data[...] = 0
+    m.decoder.out.bias.data[2] = 100.0  # <eos> always wins
+    tokens, w = m.greedy_decode(SRC, SRC_LEN, max_len=7)
+    assert tokens.shape == (3, 1) and w.shape == (3, 1, 6) and bool((tokens == 2).all())
+
+
+@pytest.mark.parametrize("kw", [dict(attention="bahdanau", cell="lstm"), dict(attention="luong", score="dot"),
+                                dict(attention="none", bidirectional=False)],
+                         ids=["bahdanau-lstm", "luong-dot", "none"])
+def test_whole_model_gradcheck_with_padding(kw):
+    m = Seq2Seq(V, V, embed_dim=3, hidden_size=3, **kw)
+    report = gradcheck(m, (SRC, TGT_IN), {"src_lengths": SRC_LEN}, eps=1e-5, max_entries=10)
+    assert report.passed and report.worst_rel_error < 1e-4, str(report)
+    names = [r.name for r in report.rows]
+    assert "encoder.embedding.weight" in names and "decoder.out.weight" in names
+
+
+def test_decoder_gradient_reaches_the_encoder_outputs_and_initial_state(rng):
+    dec = BahdanauDecoder(V, 3, 4, 5).double()
+    enc_out, h0 = rng.normal((2, 3, 5), dtype=xp.float64), rng.normal((2, 4), dtype=xp.float64)
+    dec(TGT_IN[:2], enc_out, h0)
+    d_enc, d_h0 = dec.backward(xp.ones((2, 4, V)))
+    assert d_enc.shape == (2, 3, 5) and d_h0.shape == (2, 4)
+    assert float(xp.abs(d_enc).min()) > 0  # every encoder position gets a gradient
+
+
+def test_plain_decoder_ignores_encoder_outputs(rng):
+    dec = PlainDecoder(V, 3, 4, 5)
+    enc_out, h0 = rng.normal((2, 3, 5)), rng.normal((2, 4))
+    a, w = dec(TGT_IN[:2], enc_out, h0)
+    b, _ = dec(TGT_IN[:2], 10 * enc_out, h0)
+    assert w is None
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_encoder_bridge_and_state_shapes():
+    enc = Encoder(V, 3, 4, cell="lstm", bidirectional=True, dec_hidden_size=6)
+    out, (h0, c0) = enc(SRC, SRC_LEN)
+    assert out.shape == (3, 6, 8) and h0.shape == (3, 6) and c0.shape == (3, 6)
+    assert float(xp.abs(h0).max()) < 1.0  # the bridge ends in tanh
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input_errors(rng):
+    m = model(attention="bahdanau")
+    with pytest.raises(ValueError, match="'attention' must be one of"):
+        Seq2Seq(V, V, attention="cosine")
+    with pytest.raises(ValueError, match="'cell' must be 'gru' or 'lstm'"):
+        Seq2Seq(V, V, cell="rnn")
+    with pytest.raises(ValueError, match="score='dot' needs hidden_size == enc_dim"):
+        Seq2Seq(V, V, hidden_size=4, dec_hidden_size=5, attention="luong", score="dot")
+    with pytest.raises(ValueError, match="'score' must be 'dot', 'general' or 'concat'"):
+        Seq2Seq(V, V, attention="luong", score="cosine")
+    with pytest.raises(ValueError, match="needs 'max_src_len'"):
+        Seq2Seq(V, V, attention="note004")
+    with pytest.raises(TypeError, match="'src' must be a int array"):
+        m(xp.zeros((2, 3)), TGT_IN)
+    with pytest.raises(ValueError, match=r"'tgt_in' must have shape \(3, \*\)"):
+        m(SRC, TGT_IN[:2], SRC_LEN)
+    with pytest.raises(ValueError, match=r"'lengths' must lie in \[1, T=6\]"):
+        m(SRC, TGT_IN, xp.asarray([4, 7, 2]))
+    with pytest.raises(ValueError, match="'src_mask' must have shape"):
+        m.decoder(TGT_IN, rng.normal((3, 6, 8)), rng.normal((3, 8)), src_mask=xp.zeros((3, 5), dtype=bool))
+    with pytest.raises(ValueError, match=r"'enc_out' must have shape \(B, S, 8\)"):
+        m.decoder(TGT_IN, rng.normal((3, 6, 7)), rng.normal((3, 8)))
+    with pytest.raises(ValueError, match="'c0' is only used with cell='lstm'"):
+        m.decoder(TGT_IN, rng.normal((3, 6, 8)), rng.normal((3, 8)), rng.normal((3, 8)))
+    with pytest.raises(ValueError, match="'max_len' must be a positive int"):
+        m.greedy_decode(SRC, SRC_LEN, max_len=0)
+    with pytest.raises(ValueError, match="source has 6 positions but 'max_len' is 4"):
+        model(attention="note004", max_src_len=4)(SRC, TGT_IN, SRC_LEN)
+    with pytest.raises(ValueError, match="'ids' must lie in"):
+        m(SRC + 20, TGT_IN, SRC_LEN)
