@@ -6,7 +6,7 @@ For each shape it prints the best (minimum) and median time of one forward + bac
 step of ``MultiheadAttention(x, x, x)`` (self-attention: the fused QKV path; the three
 input gradients are summed, as ``SelfAttention`` does), the achieved GFLOP/s counting
 only the matrix products, the fraction of this machine's float32 matmul speed (a big
-square sgemm measured in the same run), and -- when ``torch`` is importable -- the ratio
+square sgemm timed in the same loop), and -- when ``torch`` is importable -- the ratio
 to ``torch.nn.MultiheadAttention`` forward + backward on the CPU with the same thread
 count.  PyTorch is never a dependency of npattention: install it in a separate virtual
 environment to get the ratio.
@@ -30,6 +30,8 @@ def parse(argv):
     p.add_argument("--repeat", type=int, default=10, help="timed repetitions per shape (default 10)")
     p.add_argument("--quick", action="store_true", help="small shapes, 3 repeats (a smoke test)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--ablation", action="store_true",
+                   help="also time the un-optimised variants (textbook softmax, unfused QKV) on the first shape")
     return p.parse_args(argv)
 
 
@@ -46,6 +48,64 @@ def step_flops(B, T, E, H):
 def best_and_median(times):
     times = sorted(times)
     return times[0], times[len(times) // 2]
+
+
+def textbook_sdpa(xp, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, training=True):
+    """The straightforward version (no dropout): scores scaled after the product, the shared
+    out-of-place ``functional.softmax`` / ``softmax_backward``.  Same numbers, more memory traffic."""
+    from npattention.attention.functional import AttentionCache
+    from npattention.functional import softmax
+
+    scale = 1.0 / query.shape[-1] ** 0.5
+    scores = query @ xp.swapaxes(key, -1, -2) * scale
+    weights = softmax(scores, mask=attn_mask)
+    context = weights @ value
+    return context, AttentionCache(query, key, value, weights, weights, None, 0.0, scale, context)
+
+
+def textbook_sdpa_backward(xp, grad_output, cache):
+    from npattention.functional import softmax_backward
+
+    dv = xp.swapaxes(cache.attn, -1, -2) @ grad_output
+    dweights = grad_output @ xp.swapaxes(cache.value, -1, -2)
+    dscores = softmax_backward(dweights, cache.weights) * cache.scale
+    return dscores @ cache.key, xp.swapaxes(dscores, -1, -2) @ cache.query, dv
+
+
+def ablation(xp, g, shape, repeat, timed):
+    """Time the shipped step against the un-optimised variants, interleaved."""
+    import npattention.attention.multihead as mh
+
+    B, T, E, H = shape
+    m = mh.MultiheadAttention(E, H)
+    x, grad = g.normal((B, T, E)), g.normal((B, T, E))
+    shipped = (mh.scaled_dot_product_attention, mh.scaled_dot_product_attention_backward)
+    textbook = (lambda *a, **k: textbook_sdpa(xp, *a, **k), lambda d, c: textbook_sdpa_backward(xp, d, c))
+
+    def variant(pair, fused):
+        def run():
+            mh.scaled_dot_product_attention, mh.scaled_dot_product_attention_backward = pair
+            try:
+                m(x, x, x) if fused else m(x, x.copy(), x.copy())
+                sum(m.backward(grad))
+            finally:
+                mh.scaled_dot_product_attention, mh.scaled_dot_product_attention_backward = shipped
+        return run
+
+    fns = {"shipped (fused QKV, in-place softmax)": variant(shipped, True),
+           "separate q/k/v projections": variant(shipped, False),
+           "textbook softmax + softmax_backward": variant(textbook, True),
+           "textbook softmax, separate projections": variant(textbook, False)}
+    runs = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            runs[name].append(timed(fn))
+    base = min(runs["shipped (fused QKV, in-place softmax)"])
+    print(f"\nablation at (B, T, E, H) = {shape}: best-of-{repeat} ms, and relative to the shipped version")
+    for name, times in runs.items():
+        print(f"  {name:<42} {min(times) * 1e3:>7.1f} ms  x{min(times) / base:.2f}")
 
 
 def main(argv=None):
@@ -78,18 +138,23 @@ def main(argv=None):
         sync()
         return time.perf_counter() - t0
 
-    # The machine's float32 matmul speed: a big square sgemm.
-    n = 512 if args.quick else 2048
+    # The machine's float32 matmul speed: a big square sgemm, timed again inside every
+    # shape's loop (interleaved), so that it sees the same machine load as our step.
+    n = 256 if args.quick else 1024
     a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=xp.float32)
-    a @ a
-    sgemm = 2 * n ** 3 / min(timed(lambda: a @ a) for _ in range(5)) / 1e9
-    print(f"backend {BACKEND}, {args.threads} thread(s); float32 sgemm {n}x{n}: {sgemm:.1f} GFLOP/s")
+
+    def sgemm():
+        a @ a
+
+    sgemm()
+    print(f"backend {BACKEND}, {args.threads} thread(s); reference: float32 sgemm {n}x{n} "
+          f"(%sgemm = our GFLOP/s / sgemm GFLOP/s, both best-of-{repeat}, interleaved)")
     if torch is None:
         print("PyTorch not importable: no ratio (install torch in a separate venv to get one)")
     else:
         print(f"PyTorch {torch.__version__} for comparison (CPU, {torch.get_num_threads()} thread(s))")
 
-    header = (f"{'B':>2} {'T':>5} {'E':>4} {'H':>2} | {'ours ms':>8} {'median':>7} {'GFLOP/s':>8} {'%sgemm':>7}"
+    header = (f"{'B':>2} {'T':>5} {'E':>4} {'H':>2} | {'ours ms':>8} {'median':>7} {'GFLOP/s':>8} {'sgemm':>6} {'%sgemm':>6}"
               + (f" | {'torch ms':>8} {'median':>7} {'ours/torch':>10} {'torch(w) ms':>11}" if torch else ""))
     print(header)
     print("-" * len(header))
@@ -98,18 +163,18 @@ def main(argv=None):
         m = MultiheadAttention(E, H)
         x, grad = g.normal((B, T, E)), g.normal((B, T, E))
 
-        def ours():
+        def ours(m=m, x=x, grad=grad):
             m(x, x, x, need_weights=False)
             dq, dk, dv = m.backward(grad)
             return dq + dk + dv               # self-attention: the three gradients add up
 
-        runs = {"ours": []}
+        runs = {"ours": [], "sgemm": []}
         if torch is not None:
             tm = torch.nn.MultiheadAttention(E, H, batch_first=True)
             tx = torch.tensor(to_numpy(x), requires_grad=True)
             tg = torch.tensor(to_numpy(grad))
 
-            def theirs(need_weights):
+            def theirs(need_weights, tm=tm, tx=tx, tg=tg):
                 def run():
                     tx.grad = None
                     out, _ = tm(tx, tx, tx, need_weights=need_weights)
@@ -117,9 +182,9 @@ def main(argv=None):
                 return run
 
             runs.update(torch=[], torch_w=[])
-            fns = {"ours": ours, "torch": theirs(False), "torch_w": theirs(True)}
+            fns = {"ours": ours, "sgemm": sgemm, "torch": theirs(False), "torch_w": theirs(True)}
         else:
-            fns = {"ours": ours}
+            fns = {"ours": ours, "sgemm": sgemm}
         for fn in fns.values():       # warm up
             fn()
         for _ in range(repeat):       # interleaved, so that load from other processes hits both
@@ -127,12 +192,16 @@ def main(argv=None):
                 runs[name].append(timed(fn))
         best, med = best_and_median(runs["ours"])
         gflops = step_flops(B, T, E, H) / best / 1e9
-        line = f"{B:>2} {T:>5} {E:>4} {H:>2} | {best * 1e3:>8.1f} {med * 1e3:>7.1f} {gflops:>8.1f} {gflops / sgemm:>7.0%}"
+        peak = 2 * n ** 3 / min(runs["sgemm"]) / 1e9
+        line = (f"{B:>2} {T:>5} {E:>4} {H:>2} | {best * 1e3:>8.1f} {med * 1e3:>7.1f} {gflops:>8.1f} "
+                f"{peak:>6.1f} {gflops / peak:>6.0%}")
         if torch is not None:
             tbest, tmed = best_and_median(runs["torch"])
             wbest, _ = best_and_median(runs["torch_w"])
             line += f" | {tbest * 1e3:>8.1f} {tmed * 1e3:>7.1f} {best / tbest:>10.2f} {wbest * 1e3:>11.1f}"
         print(line)
+    if args.ablation:
+        ablation(xp, Generator(0), shapes[0], repeat, timed)
     if torch is not None:
         print("ours/torch < 1: npattention is faster.  torch ms: need_weights=False (PyTorch's fused SDPA "
               "kernel); torch(w): need_weights=True (its explicit softmax path).  Ours: need_weights=False.")

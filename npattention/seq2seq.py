@@ -29,7 +29,7 @@ softmax over the real source positions) and **context** (weighted sum of encoder
 outputs).  Token conventions follow :mod:`npattention.data` (``<pad>=0, <sos>=1, <eos>=2``).
 docs/seq2seq.md derives the backward of a decoder step.
 """
-from .backend import xp
+from .backend import get_rng, xp
 from .functional import padding_mask, softmax, softmax_backward
 from .layers import Embedding, Linear, Tanh
 from .module import Module, Parameter
@@ -272,7 +272,6 @@ class BahdanauDecoder(_Decoder):
         self.query_proj = Linear(hidden_size, attn_dim, bias=False)  # W_q
         self.key_proj = Linear(enc_dim, attn_dim)  # W_k (with the score's bias)
         bound = 1.0 / attn_dim ** 0.5
-        from .backend import get_rng
         self.v = Parameter(get_rng().uniform((attn_dim,), -bound, bound))
         self.cell = self._make_cell(embed_dim + enc_dim)
         self.out = Linear(hidden_size + enc_dim, vocab_size)

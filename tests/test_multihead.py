@@ -4,11 +4,19 @@ import math
 import numpy as np
 import pytest
 
-from npattention.attention.functional import (scaled_dot_product_attention,
-                                              scaled_dot_product_attention_backward, softmax_)
+from npattention.attention.functional import (
+    scaled_dot_product_attention,
+    scaled_dot_product_attention_backward,
+    softmax_,
+)
 from npattention.attention.multihead import MultiheadAttention
-from npattention.attention.self_attention import (CausalSelfAttention, CrossAttention, LocalSelfAttention,
-                                                  SelfAttention, band_mask)
+from npattention.attention.self_attention import (
+    CausalSelfAttention,
+    CrossAttention,
+    LocalSelfAttention,
+    SelfAttention,
+    band_mask,
+)
 from npattention.backend import to_numpy, xp
 from npattention.functional import causal_mask, padding_mask, softmax
 from npattention.gradcheck import check_function
@@ -126,7 +134,7 @@ def test_sdpa_fully_masked_row_gives_zeros_not_nan(rng):
     mask[1] = True  # query 1 may attend to nothing
     (ctx, w), cache = scaled_dot_product_attention(q, k, v, attn_mask=mask, need_weights=True)
     assert np.all(H(w)[:, 1] == 0) and np.all(H(ctx)[:, 1] == 0)
-    dq, dk, dv = scaled_dot_product_attention_backward(xp.ones_like(ctx), cache)
+    dq, dk, _ = scaled_dot_product_attention_backward(xp.ones_like(ctx), cache)
     assert np.all(H(dq)[:, 1] == 0) and np.isfinite(H(dk)).all()
 
 
@@ -193,7 +201,7 @@ def test_self_attention_without_positions_is_permutation_equivariant(rng):
     x = rng.normal((2, 7, 8))
     perm = np.array([3, 0, 6, 1, 5, 2, 4])
     out, w = m(x)
-    out_p, w_p = m(x[:, perm])
+    out_p, w_p = m(x[:, xp.asarray(perm)])
     np.testing.assert_allclose(H(out_p), H(out)[:, perm], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(H(w_p), H(w)[:, perm][:, :, perm], rtol=1e-5, atol=1e-7)
 
@@ -256,7 +264,7 @@ def test_weights_shapes_and_head_average(rng):
     q, k = rng.normal((2, 4, 12)), rng.normal((2, 5, 12))
     _, per_head = m(q, k, k, average_attn_weights=False)
     _, avg = m(q, k, k)
-    out, none = m(q, k, k, need_weights=False)
+    _, none = m(q, k, k, need_weights=False)
     assert per_head.shape == (2, 3, 4, 5) and avg.shape == (2, 4, 5) and none is None
     np.testing.assert_allclose(H(avg), H(per_head).mean(1), rtol=1e-6)
     np.testing.assert_allclose(H(per_head).sum(-1), 1.0, rtol=1e-5)
@@ -334,16 +342,26 @@ def test_forward_errors(rng):
 
 
 # ------------------------------------------------------------------ optional: PyTorch
-def test_matches_torch_if_installed(rng):
+@pytest.mark.parametrize("fused", [False, True])
+def test_matches_torch_if_installed(rng, fused):
     torch = pytest.importorskip("torch")
-    m = _randomise(MultiheadAttention(8, 2, kdim=3, vdim=6), rng).double()
-    t = torch.nn.MultiheadAttention(8, 2, kdim=3, vdim=6, batch_first=True).double()
+    dims = {} if fused else {"kdim": 3, "vdim": 6}
+    m = _randomise(MultiheadAttention(8, 2, **dims), rng).double()
+    t = torch.nn.MultiheadAttention(8, 2, batch_first=True, **dims).double()
     t.load_state_dict({n: torch.tensor(H(p.data)) for n, p in m.named_parameters()})
-    q, k, v = (rng.normal(s, dtype=xp.float64) for s in ((2, 4, 8), (2, 5, 3), (2, 5, 6)))
-    kpm = padding_mask(xp.asarray([5, 3]), 5)
-    am = causal_mask(4, 5)
+    if fused:  # self-attention: one input, PyTorch sums its three gradients
+        x = rng.normal((2, 5, 8), dtype=xp.float64)
+        q = k = v = x
+    else:
+        q, k, v = (rng.normal(s, dtype=xp.float64) for s in ((2, 4, 8), (2, 5, 3), (2, 5, 6)))
+    L, S = q.shape[1], k.shape[1]
+    kpm = padding_mask(xp.asarray([5, 3]), S)
+    am = causal_mask(L, S)
     out, w = m(q, k, v, key_padding_mask=kpm, attn_mask=am, average_attn_weights=False)
-    tq, tk, tv = (torch.tensor(H(a), requires_grad=True) for a in (q, k, v))
+    if fused:
+        tq = tk = tv = torch.tensor(H(x), requires_grad=True)
+    else:
+        tq, tk, tv = (torch.tensor(H(a), requires_grad=True) for a in (q, k, v))
     tout, tw = t(tq, tk, tv, key_padding_mask=torch.tensor(H(kpm)), attn_mask=torch.tensor(H(am)),
                  average_attn_weights=False)
     g = rng.normal(out.shape, dtype=xp.float64)
@@ -351,8 +369,26 @@ def test_matches_torch_if_installed(rng):
     grads = m.backward(g)
     np.testing.assert_allclose(H(out), tout.detach().numpy(), atol=1e-12)
     np.testing.assert_allclose(H(w), tw.detach().numpy(), atol=1e-12)
-    for ours, theirs in zip(grads, (tq, tk, tv)):
-        np.testing.assert_allclose(H(ours), theirs.grad.numpy(), atol=1e-12)
+    if fused:
+        np.testing.assert_allclose(H(sum(grads)), tq.grad.numpy(), atol=1e-12)
+    else:
+        for ours, theirs in zip(grads, (tq, tk, tv)):
+            np.testing.assert_allclose(H(ours), theirs.grad.numpy(), atol=1e-12)
     tparams = dict(t.named_parameters())
     for name, p in m.named_parameters():
         np.testing.assert_allclose(H(p.grad), tparams[name].grad.numpy(), atol=1e-12)
+
+
+def test_benchmark_script_runs_quick():
+    """The benchmark's smoke mode runs and prints its table (no timing is asserted)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mha.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--no-torch"], check=False,
+                          capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.strip().startswith(("2 ", "1 "))]
+    assert len(rows) == 2 and all("|" in r for r in rows), done.stdout

@@ -37,7 +37,8 @@ from ..backend import BACKEND, get_rng, xp
 from ..functional import causal_mask
 from ..validate import check_array, check_mask, check_probability
 
-__all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_backward", "AttentionCache"]
+__all__ = ["AttentionCache", "combine_masks", "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
+           "softmax_"]
 
 _WHERE = "scaled_dot_product_attention"
 

@@ -138,8 +138,8 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        B, L, S, mask = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
-        E, H, D = self.embed_dim, self.num_heads, self.head_dim
+        B, L, _, mask = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
+        H, D = self.num_heads, self.head_dim
         proj = self._projections()
 
         # 1. expand: linear maps to queries, keys and values

@@ -17,7 +17,7 @@ from ..validate import check_array, check_positive_int
 from .functional import combine_masks
 from .multihead import MultiheadAttention
 
-__all__ = ["SelfAttention", "CrossAttention", "CausalSelfAttention", "LocalSelfAttention", "band_mask"]
+__all__ = ["CausalSelfAttention", "CrossAttention", "LocalSelfAttention", "SelfAttention", "band_mask"]
 
 
 def band_mask(T, window):

@@ -121,7 +121,10 @@ def plot_alignments(model, vocab, sources, path=None, title=None):
         x_labels = list(text) + ["<eos>"]
         y_labels = (list(out) + ["<eos>"])[:n_out]
         w = to_numpy(weights[k, :n_out, :n_in])
-        plot_attention(w, x_labels=x_labels, y_labels=y_labels, ax=axes[k // cols][k % cols], title=f"{text} -> {out}")
+        ax = plot_attention(w, x_labels=x_labels, y_labels=y_labels, ax=axes[k // cols][k % cols],
+                            title=f"{text} -> {out}")
+        ax.set_xlabel("input characters")
+        ax.set_ylabel("output characters")
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
     if title:
@@ -138,8 +141,8 @@ def main(argv=None):
     parser.add_argument("--score", choices=("dot", "general", "concat"), default="dot", help="Luong's score")
     parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
     parser.add_argument("--fast", action="store_true", help="a tiny run (seconds): small data, one epoch")
-    parser.add_argument("--epochs", type=int, default=None, help="default 3 (1 with --fast)")
-    parser.add_argument("--n-train", type=int, default=None, help="training dates (default 10000, 2000 with --fast)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 3 (2 with --fast)")
+    parser.add_argument("--n-train", type=int, default=None, help="training dates (default 10000, 4000 with --fast)")
     parser.add_argument("--hidden", type=int, default=32, help="encoder hidden size per direction")
     parser.add_argument("--embed", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -148,8 +151,8 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join("npattention-output", "seq2seq"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    epochs = args.epochs if args.epochs is not None else (1 if args.fast else 3)
-    n_train = args.n_train if args.n_train is not None else (2000 if args.fast else 10000)
+    epochs = args.epochs if args.epochs is not None else (2 if args.fast else 3)
+    n_train = args.n_train if args.n_train is not None else (4000 if args.fast else 10000)
     n_test = 200 if args.fast else 1000
     import matplotlib
 

@@ -43,10 +43,10 @@ PRESETS = {
                             dim_feedforward=128, dropout=0.0), lr=2e-3, batch_size=64),
     "dates": dict(data=dict(n_train=8000), epochs=5,
                   model=dict(d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
-                             dim_feedforward=128, dropout=0.0), lr=2e-3, batch_size=64),
+                             dim_feedforward=128, dropout=0.0), lr=3e-3, batch_size=64),
 }
 #: --fast: a few seconds, enough to see the loss fall
-FAST = dict(n_train=1000, epochs=2, model=dict(d_model=32, nhead=2, num_encoder_layers=1,
+FAST = dict(n_train=2000, epochs=4, lr=5e-3, model=dict(d_model=32, nhead=2, num_encoder_layers=1,
                                                 num_decoder_layers=1, dim_feedforward=64, dropout=0.0))
 
 
@@ -133,7 +133,7 @@ def run(task="dates", epochs=None, seed=0, fast=False, progress=True, n_test=100
     vocab, splits = load_task(task, n_train=n_train, n_val=200, n_test=n_test, seed=seed, **data_opts)
     manual_seed(seed)
     model = build(vocab, **model_opts)
-    train_opts = dict(batch_size=preset["batch_size"], lr=preset["lr"])
+    train_opts = dict(batch_size=preset["batch_size"], lr=FAST["lr"] if fast else preset["lr"])
     train_opts.update(overrides)
     history = train(model, splits["train"], epochs, seed=seed, progress=progress, desc=f"{task}", **train_opts)
     start = time.perf_counter()

@@ -266,7 +266,10 @@ class SpatialTransformer(Module):
         self.theta = self.grid = None
 
     def localize(self, x):
-        """The localisation net alone: ``theta`` ``(B, 2, 3)`` for images ``x``."""
+        """The localisation net alone: ``(theta (B, 2, 3), hidden activations)`` for images ``x``.
+
+        It runs the layers' forward passes (and so replaces their caches): call
+        :meth:`forward` again before a :meth:`backward`."""
         h = xp.tanh(self.fc1(x.reshape(x.shape[0], -1)))
         return self.fc2(h).reshape(-1, 2, 3), h
 
