@@ -23,16 +23,23 @@ from .gradcheck import _as_tuple, _first, registered
 
 
 def run_case(case, seed=0):
-    """Forward + backward of one case in float64; ``{key: host array}``."""
+    """Forward + backward of one case in float64; ``{key: host array}``: the output (and
+    any further arrays forward returns, e.g. attention weights), the input gradients and
+    the parameter gradients."""
     module = case.module.double()
     inputs = tuple(x.astype(xp.float64) if backend.is_float_array(x) else x for x in case.inputs)
     diff = [i for i, x in enumerate(inputs) if backend.is_float_array(x)
             and i not in case.options.get("nondiff", ())]
     module.zero_grad()
-    out = _first(module(*inputs, **case.kwargs))
+    outputs = module(*inputs, **case.kwargs)
+    out = _first(outputs)
     upstream = backend.Generator(seed).normal(out.shape, dtype=xp.float64)
     grads = _as_tuple(module.backward(upstream))
     result = {"output": to_numpy(out)}
+    if isinstance(outputs, tuple):  # e.g. (output, attention weights): compare the extras too
+        for i, extra in enumerate(outputs[1:], start=1):
+            if backend.is_array(extra):
+                result[f"output{i}"] = to_numpy(extra)
     for i, g in zip(diff, grads):
         result[f"grad_input{i}"] = to_numpy(g)
     for name, p in module.named_parameters():

@@ -123,5 +123,9 @@ def relative_position_rotation(d_model, k, base=10000.0):
     return M
 
 
-__all__ = ["SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sinusoidal_table",
-           "relative_position_rotation"]
+__all__ = [
+    "LearnedPositionalEmbedding",
+    "SinusoidalPositionalEncoding",
+    "relative_position_rotation",
+    "sinusoidal_table",
+]

@@ -15,9 +15,6 @@ pieces, all with hand-written backpropagation through time:
   - :class:`LuongDecoder` -- attention *after* the RNN step, from ``h_t``: ``dot``,
     ``general`` or ``concat`` score; attentional state ``h~_t = tanh(W_c [c_t; h_t])``,
     then the output projection.
-  - :class:`Note004Decoder` -- note 004's ``Attn`` (concat(Q, K) -> Linear -> softmax ->
-    bmm with V -> concat with Q -> Linear "attn_combine") as the decoder attention, the
-    way PyTorch's seq2seq tutorial uses it.
   - :class:`PlainDecoder` -- the baseline without attention: the context is the encoder's
     last state, the same vector at every step (Cho et al. 2014).
 
@@ -70,6 +67,27 @@ def _attend_backward(d_ctx, w, enc_out, d_enc):
     d_enc += w[:, :, None] * d_ctx[:, None, :]  # d k_j = w_j dc
     d_w = (enc_out @ d_ctx[:, :, None])[:, :, 0]  # d w_j = k_j . dc
     return softmax_backward(d_w, w)  # masked positions have w = 0 -> zero gradient
+
+
+def _score_vector(attn_dim):
+    """The additive score's ``v``, initialised like a Linear layer's weights."""
+    bound = 1.0 / attn_dim ** 0.5
+    return Parameter(get_rng().uniform((attn_dim,), -bound, bound))
+
+
+def _additive_scores(q, keys, v):
+    """Additive (concat) score ``e_j = v^T tanh(q + u_j)`` for a projected query ``q (B, A)``
+    and projected keys ``u (B, S, A)``; returns ``(scores (B, S), hid)``."""
+    hid = xp.tanh(keys + q[:, None, :])  # (B, S, A)
+    return hid @ v, hid
+
+
+def _additive_backward(d_scores, hid, v, d_keys):
+    """Backward of :func:`_additive_scores`: adds ``dv`` and ``d_keys``; returns ``dq (B, A)``."""
+    v.grad += xp.einsum("bsa,bs->a", hid, d_scores)
+    d_pre = (d_scores[:, :, None] * v.data) * (1 - hid ** 2)  # through tanh, (B, S, A)
+    d_keys += d_pre
+    return d_pre.sum(axis=1)  # q was broadcast over the S positions
 
 
 # ====================================================================== encoder
@@ -134,7 +152,6 @@ class Encoder(Module):
         else:
             dx = self.rnn.backward(grad_output, d_final[0])
         self.embedding.backward(dx)
-        return None
 
 
 # ====================================================================== decoders
@@ -183,7 +200,7 @@ class _Decoder(Module):
 
     def forward(self, tgt_in, enc_out, h0, c0=None, src_mask=None):
         self._check(tgt_in, enc_out, h0, c0, src_mask)
-        B, T = tgt_in.shape
+        T = tgt_in.shape[1]
         emb = self.embedding(tgt_in)  # (B, T, E): teacher forcing knows every input already
         mem = self._memory(enc_out, h0, src_mask)
         state = self._state0(h0, c0)
@@ -271,8 +288,7 @@ class BahdanauDecoder(_Decoder):
         attn_dim = hidden_size if attn_dim is None else check_positive_int(attn_dim, "attn_dim", "BahdanauDecoder")
         self.query_proj = Linear(hidden_size, attn_dim, bias=False)  # W_q
         self.key_proj = Linear(enc_dim, attn_dim)  # W_k (with the score's bias)
-        bound = 1.0 / attn_dim ** 0.5
-        self.v = Parameter(get_rng().uniform((attn_dim,), -bound, bound))
+        self.v = _score_vector(attn_dim)
         self.cell = self._make_cell(embed_dim + enc_dim)
         self.out = Linear(hidden_size + enc_dim, vocab_size)
 
@@ -290,12 +306,11 @@ class BahdanauDecoder(_Decoder):
 
     def _step(self, emb_t, state, mem):
         q, q_cache = _call(self.query_proj, state[0])  # (B, A), from the PREVIOUS state
-        hid = xp.tanh(mem["keys"] + q[:, None, :])  # (B, S, A)
-        scores = hid @ self.v.data  # 1. score (B, S)
+        scores, hid = _additive_scores(q, mem["keys"], self.v.data)  # 1. score (B, S)
         w, ctx = _attend_weights_context(scores, mem["enc_out"], mem["mask"])  # 2. align, 3. context
         new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, ctx], axis=-1), state)
         feat = xp.concatenate([new_state[0], ctx], axis=-1)  # (B, H + E) for the output layer
-        return feat, w, new_state, dict(state=state, q=q_cache, hid=hid, w=w, cell=cell_cache)
+        return feat, w, new_state, {"state": state, "q": q_cache, "hid": hid, "w": w, "cell": cell_cache}
 
     def _head(self, feat):
         return self.out(feat)
@@ -310,29 +325,12 @@ class BahdanauDecoder(_Decoder):
         d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
         d_emb, d_ctx = d_x[:, :E], d_ctx + d_x[:, E:]  # c_t was also an RNN input
         d_scores = _attend_backward(d_ctx, cache["w"], mem["enc_out"], d_mem["enc_out"])
-        hid = cache["hid"]
-        self.v.grad += xp.einsum("bsa,bs->a", hid, d_scores)
-        d_pre = (d_scores[:, :, None] * self.v.data) * (1 - hid ** 2)  # through tanh, (B, S, A)
-        d_mem["keys"] += d_pre
-        d_q = d_pre.sum(axis=1)  # q was broadcast over the S positions
+        d_q = _additive_backward(d_scores, cache["hid"], self.v, d_mem["keys"])
         d_prev = (d_prev[0] + _back(self.query_proj, cache["q"], d_q),) + tuple(d_prev[1:])
         return d_emb, d_prev
 
 
-def _make_score(score, query_dim, key_dim, where):
-    """A Luong score module from :mod:`npattention.attention.scores`."""
-    if score not in ("dot", "general", "concat"):
-        raise ValueError(f"{where}: 'score' must be 'dot', 'general' or 'concat', got {score!r}")
-    from .attention import scores as S
-
-    if score == "dot":
-        if query_dim != key_dim:
-            raise ValueError(f"{where}: score='dot' needs hidden_size == enc_dim, got {query_dim} and {key_dim}; "
-                             "use score='general' or 'concat'")
-        return S.DotScore()
-    if score == "general":
-        return S.GeneralScore(query_dim, key_dim)
-    return S.ConcatScore(query_dim, key_dim)
+LUONG_SCORES = ("dot", "general", "concat")
 
 
 class LuongDecoder(_Decoder):
@@ -341,8 +339,14 @@ class LuongDecoder(_Decoder):
     At step ``t``:
 
     1. RNN     ``h_t = cell(emb(y_{t-1}), h_{t-1})``
-    2. score   ``e_j = score(h_t, k_j)``: ``dot`` ``h_t . k_j``; ``general`` ``h_t^T W k_j``;
-       ``concat`` (the score module of :mod:`npattention.attention.scores`)
+    2. score   ``e_j = score(h_t, k_j)``, Luong's three:
+
+       - ``"dot"``     ``h_t . k_j``                      (needs ``hidden_size == enc_dim``)
+       - ``"general"`` ``h_t^T W_a k_j = (W_a^T h_t) . k_j`` (``W_a^T h_t`` once per step)
+       - ``"concat"``  ``v^T tanh(W_a [h_t; k_j]) = v^T tanh(W_q h_t + W_k k_j)`` (``W_k k_j`` once)
+
+       or any score **module** with the interface of :mod:`npattention.attention.scores`:
+       ``forward(q (B, 1, H), k (B, S, E)) -> (B, 1, S)``, ``backward -> (dq, dk)``.
     3. align   ``a = softmax(e)`` over the real source positions; context ``c_t = sum_j a_j k_j``
     4. attentional state ``h~_t = tanh(W_c [c_t; h_t])``; output ``logits_t = W_o h~_t + b_o``
 
@@ -350,22 +354,87 @@ class LuongDecoder(_Decoder):
     output layers depend on no later step and run once over all steps.)
     """
 
-    def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, score="dot", cell="gru", padding_idx=0):
+    def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, score="dot", cell="gru", padding_idx=0,
+                 attn_dim=None):
         super().__init__(vocab_size, embed_dim, hidden_size, enc_dim, cell, padding_idx)
-        self.score_name = score
-        self.score = _make_score(score, hidden_size, enc_dim, "LuongDecoder")
+        if isinstance(score, Module):
+            self.score_name, self.score = type(score).__name__, score
+        elif score not in LUONG_SCORES:
+            raise ValueError(f"LuongDecoder: 'score' must be 'dot', 'general', 'concat' or a score module, "
+                             f"got {score!r}")
+        else:
+            self.score_name, self.score = score, None
+        if score == "dot" and hidden_size != enc_dim:
+            raise ValueError(f"LuongDecoder: score='dot' needs hidden_size == enc_dim, got {hidden_size} and "
+                             f"{enc_dim}; use score='general' or 'concat'")
+        if score == "general":
+            self.score_proj = Linear(hidden_size, enc_dim, bias=False)  # W_a^T h
+        if score == "concat":
+            attn_dim = hidden_size if attn_dim is None else check_positive_int(attn_dim, "attn_dim", "LuongDecoder")
+            self.query_proj = Linear(hidden_size, attn_dim, bias=False)
+            self.key_proj = Linear(enc_dim, attn_dim)
+            self.v = _score_vector(attn_dim)
         self.cell = self._make_cell(embed_dim)
         self.combine = Linear(enc_dim + hidden_size, hidden_size, bias=False)  # W_c
         self.combine_tanh = Tanh()
         self.out = Linear(hidden_size, vocab_size)
 
+    def _memory(self, enc_out, h0, src_mask):
+        mem = {"enc_out": enc_out, "mask": src_mask}
+        if self.score_name == "concat":
+            mem["keys"], mem["key_cache"] = _call(self.key_proj, enc_out)  # W_k k_j, once
+        return mem
+
+    def _memory_grads(self, mem):
+        grads = {"enc_out": xp.zeros_like(mem["enc_out"])}
+        if "keys" in mem:
+            grads["keys"] = xp.zeros_like(mem["keys"])
+        return grads
+
+    def _memory_backward(self, d_mem, mem):
+        d_enc = d_mem["enc_out"]
+        if "keys" in mem:
+            d_enc = d_enc + _back(self.key_proj, mem["key_cache"], d_mem["keys"])
+        return d_enc, None
+
+    def _scores(self, h, mem):
+        """Step 2 for the query ``h (B, H)``: ``(scores (B, S), cache)``."""
+        k = mem["enc_out"]
+        if self.score is not None:  # a score module
+            scores, cache = _call(self.score, h[:, None, :], k)
+            return scores[:, 0], cache
+        if self.score_name == "dot":
+            return (k @ h[:, :, None])[:, :, 0], h
+        if self.score_name == "general":
+            q, q_cache = _call(self.score_proj, h)  # (B, E)
+            return (k @ q[:, :, None])[:, :, 0], (q, q_cache)
+        q, q_cache = _call(self.query_proj, h)  # concat
+        scores, hid = _additive_scores(q, mem["keys"], self.v.data)
+        return scores, (q_cache, hid)
+
+    def _scores_backward(self, d_scores, cache, mem, d_mem):
+        """Backward of step 2: adds to the encoder-side gradients, returns ``dh (B, H)``."""
+        k = mem["enc_out"]
+        if self.score is not None:
+            d_q, d_k = _back(self.score, cache, d_scores[:, None, :])
+            d_mem["enc_out"] += d_k
+            return d_q[:, 0]
+        if self.score_name in ("dot", "general"):
+            q = cache if self.score_name == "dot" else cache[0]
+            d_mem["enc_out"] += d_scores[:, :, None] * q[:, None, :]  # d k_j = e'_j q
+            d_q = (d_scores[:, None, :] @ k)[:, 0]  # d q = sum_j e'_j k_j
+            return d_q if self.score_name == "dot" else _back(self.score_proj, cache[1], d_q)
+        q_cache, hid = cache
+        d_q = _additive_backward(d_scores, hid, self.v, d_mem["keys"])
+        return _back(self.query_proj, q_cache, d_q)
+
     def _step(self, emb_t, state, mem):
         new_state, cell_cache = self.cell.step(emb_t, state)  # 1. RNN first
         h = new_state[0]
-        scores, score_cache = _call(self.score, h[:, None, :], mem["enc_out"])  # 2. score (B, 1, S)
-        w, ctx = _attend_weights_context(scores[:, 0], mem["enc_out"], mem["mask"])  # 3. align, context
+        scores, score_cache = self._scores(h, mem)  # 2. score (B, S), with the CURRENT state
+        w, ctx = _attend_weights_context(scores, mem["enc_out"], mem["mask"])  # 3. align, context
         feat = xp.concatenate([ctx, h], axis=-1)  # [c_t; h_t]
-        return feat, w, new_state, dict(state=state, score=score_cache, w=w, cell=cell_cache)
+        return feat, w, new_state, {"state": state, "score": score_cache, "w": w, "cell": cell_cache}
 
     def _head(self, feat):
         return self.out(self.combine_tanh(self.combine(feat)))  # 4. h~ = tanh(W_c [c; h]), logits
@@ -377,86 +446,13 @@ class LuongDecoder(_Decoder):
         E = self.enc_dim
         d_ctx, d_h = d_feat[:, :E], d_feat[:, E:]
         d_scores = _attend_backward(d_ctx, cache["w"], mem["enc_out"], d_mem["enc_out"])
-        d_q, d_k = _back(self.score, cache["score"], d_scores[:, None, :])
-        d_mem["enc_out"] += d_k
+        d_query = self._scores_backward(d_scores, cache["score"], mem, d_mem)
         # h_t went to the output, to the score (as the query) and to the next step
-        d_state = (d_state[0] + d_h + d_q[:, 0],) + tuple(d_state[1:])
+        d_state = (d_state[0] + d_h + d_query, *d_state[1:])
         return self.cell.step_backward(d_state, cache["cell"])
 
     def extra_repr(self):
         return f"score={self.score_name!r}"
-
-
-class Note004Decoder(_Decoder):
-    """Note 004's ``Attn`` as the decoder attention (as in PyTorch's seq2seq tutorial).
-
-    At step ``t``, with ``Q = emb(y_{t-1})``, ``K = h_{t-1}`` and ``V`` = the encoder outputs:
-
-    1. score   ``e = W_a [Q; K] + b_a``: one linear layer over the concatenation, one
-       score per source *position* (so ``max_len`` = the longest source it can read)
-    2. align   ``a = softmax(e)`` (padding masked), 3. context ``c = a V``
-    4. ``attn_combine``: ``u = W_u [Q; c] + b_u``; then ``x = relu(u)`` (the tutorial's
-       choice) feeds the RNN: ``h_t = cell(x, h_{t-1})``; ``logits_t = W_o h_t + b_o``
-
-    Steps 1-4 are :class:`npattention.attention.attention.Attn`.  The score looks at
-    position numbers, not at the content of the keys ("location-based"), which is why
-    it needs ``max_len`` and learns slower than Bahdanau's or Luong's.
-    """
-
-    def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, max_len, cell="gru", padding_idx=0):
-        super().__init__(vocab_size, embed_dim, hidden_size, enc_dim, cell, padding_idx)
-        from .attention.attention import Attn
-
-        self.max_len = check_positive_int(max_len, "max_len", "Note004Decoder")
-        self.attn = Attn(embed_dim, hidden_size, max_len, enc_dim, hidden_size)
-        self.cell = self._make_cell(hidden_size)
-        self.out = Linear(hidden_size, vocab_size)
-
-    def _memory(self, enc_out, h0, src_mask):
-        B, S, E = enc_out.shape
-        if S > self.max_len:
-            raise ValueError(f"Note004Decoder: the source has {S} positions but 'max_len' is {self.max_len}")
-        # V must have max_len rows: pad with zero rows that are always masked out
-        V = xp.concatenate([enc_out, xp.zeros((B, self.max_len - S, E), dtype=enc_out.dtype)], axis=1)
-        mask = padding_mask(xp.full((B,), S), self.max_len) if src_mask is None else \
-            xp.concatenate([src_mask, xp.ones((B, self.max_len - S), dtype=bool)], axis=1)
-        return {"enc_out": enc_out, "V": V, "mask": mask}
-
-    def _memory_grads(self, mem):
-        return {"V": xp.zeros_like(mem["V"])}
-
-    def _memory_backward(self, d_mem, mem):
-        return d_mem["V"][:, :mem["enc_out"].shape[1]], None
-
-    def _step(self, emb_t, state, mem):
-        (u, w), attn_cache = _call_attn(self.attn, emb_t[:, None, :], state[0][:, None, :], mem["V"], mem["mask"])
-        x = xp.maximum(u[:, 0], 0)  # relu
-        new_state, cell_cache = self.cell.step(x, state)
-        S = mem["enc_out"].shape[1]
-        return new_state[0], w[:, 0, :S], new_state, dict(state=state, attn=attn_cache, x=x, cell=cell_cache)
-
-    def _head(self, feat):
-        return self.out(feat)
-
-    def _head_backward(self, d_logits):
-        return self.out.backward(d_logits)
-
-    def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
-        d_state = (d_state[0] + d_feat,) + tuple(d_state[1:])
-        d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
-        d_u = (d_x * (cache["x"] > 0))[:, None, :]
-        d_q, d_k, d_v = _back(self.attn, cache["attn"], d_u)
-        d_mem["V"] += d_v
-        d_prev = (d_prev[0] + d_k[:, 0],) + tuple(d_prev[1:])
-        return d_q[:, 0], d_prev
-
-    def extra_repr(self):
-        return f"max_len={self.max_len}"
-
-
-def _call_attn(attn, Q, K, V, mask):
-    out = attn(Q, K, V, mask=mask)
-    return out, attn.cache
 
 
 class PlainDecoder(_Decoder):
@@ -485,7 +481,7 @@ class PlainDecoder(_Decoder):
     def _step(self, emb_t, state, mem):
         ctx = mem["ctx"]
         new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, ctx], axis=-1), state)
-        return xp.concatenate([new_state[0], ctx], axis=-1), None, new_state, dict(state=state, cell=cell_cache)
+        return xp.concatenate([new_state[0], ctx], axis=-1), None, new_state, {"state": state, "cell": cell_cache}
 
     def _head(self, feat):
         return self.out(feat)
@@ -503,14 +499,14 @@ class PlainDecoder(_Decoder):
 
 
 # ====================================================================== the model
-ATTENTIONS = ("bahdanau", "luong", "note004", "none")
+ATTENTIONS = ("bahdanau", "luong", "none")
 
 
 class Seq2Seq(Module):
     """Encoder + attention decoder.
 
     ``Seq2Seq(src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau",
-    score="dot", cell="gru", bidirectional=True, attn_dim=None, max_src_len=None)``.
+    score="dot", cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None)``.
 
     * ``forward(src (B, S), tgt_in (B, T), src_lengths (B,) = None) -> (logits (B, T, V),
       weights (B, T, S) or None)`` with teacher forcing; the weights are also kept in
@@ -525,28 +521,23 @@ class Seq2Seq(Module):
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau", score="dot",
-                 cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None, max_src_len=None,
-                 padding_idx=0):
+                 cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None, padding_idx=0):
         if attention not in ATTENTIONS:
             raise ValueError(f"Seq2Seq: 'attention' must be one of {ATTENTIONS}, got {attention!r}")
         D = 2 if bidirectional else 1
         dec_hidden = D * hidden_size if dec_hidden_size is None else dec_hidden_size
         self.attention = attention
-        self.config = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, embed_dim=embed_dim, hidden_size=hidden_size,
-                           attention=attention, score=score, cell=cell, bidirectional=bidirectional,
-                           dec_hidden_size=dec_hidden_size, attn_dim=attn_dim, max_src_len=max_src_len,
-                           padding_idx=padding_idx)
+        self.config = {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "embed_dim": embed_dim,
+                       "hidden_size": hidden_size, "attention": attention, "score": score, "cell": cell,
+                       "bidirectional": bidirectional, "dec_hidden_size": dec_hidden_size, "attn_dim": attn_dim,
+                       "padding_idx": padding_idx}
         self.encoder = Encoder(src_vocab, embed_dim, hidden_size, cell, bidirectional, dec_hidden, padding_idx)
         E = self.encoder.output_size
         args = (tgt_vocab, embed_dim, dec_hidden, E)
         if attention == "bahdanau":
             self.decoder = BahdanauDecoder(*args, attn_dim=attn_dim, cell=cell, padding_idx=padding_idx)
         elif attention == "luong":
-            self.decoder = LuongDecoder(*args, score=score, cell=cell, padding_idx=padding_idx)
-        elif attention == "note004":
-            if max_src_len is None:
-                raise ValueError("Seq2Seq: attention='note004' needs 'max_src_len' (the longest source)")
-            self.decoder = Note004Decoder(*args, max_len=max_src_len, cell=cell, padding_idx=padding_idx)
+            self.decoder = LuongDecoder(*args, score=score, cell=cell, padding_idx=padding_idx, attn_dim=attn_dim)
         else:
             self.decoder = PlainDecoder(*args, cell=cell, padding_idx=padding_idx)
         self.attention_weights = None
@@ -568,7 +559,6 @@ class Seq2Seq(Module):
     def backward(self, grad_output):
         d_enc, *d_state = self.decoder.backward(grad_output)
         self.encoder.backward(d_enc, tuple(d_state))
-        return None
 
     def greedy_decode(self, src, src_lengths=None, max_len=20, sos=1, eos=2):
         """``(tokens (B, L), weights (B, L, S) or None)``: greedy decoding of a batch."""

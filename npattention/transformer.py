@@ -37,8 +37,15 @@ from .module import Module
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .validate import check_array, check_positive_int, check_probability
 
-__all__ = ["PositionwiseFeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer",
-           "TransformerEncoder", "TransformerDecoder", "Transformer", "greedy_decode"]
+__all__ = [
+    "PositionwiseFeedForward",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "greedy_decode",
+]
 
 _ACTIVATIONS = {"relu": ReLU, "gelu": GELU}
 
@@ -408,12 +415,13 @@ class Transformer(Module):
                            tgt_key_padding_mask=tgt_key_padding_mask)
 
     def backward(self, grad_output):
-        dh = self.generator.backward(grad_output)
-        dy, dmemory = self.decoder.backward(dh)
-        self._embed_backward(dy, self.tgt_embed, self.tgt_pos)
-        dx = self.encoder.backward(dmemory)
-        self._embed_backward(dx, self.src_embed, self.src_pos)
-        return None
+        # Token ids are not differentiable: nothing is returned (None); every parameter
+        # gradient is accumulated on the way down.
+        dh = self.generator.backward(grad_output)                  # logits = h W^T + b
+        dy, dmemory = self.decoder.backward(dh)                    # memory fed every decoder layer
+        self._embed_backward(dy, self.tgt_embed, self.tgt_pos)     # y = PE(E_tgt[tgt] * sqrt(d))
+        dx = self.encoder.backward(dmemory)                        # memory = Encoder(x)
+        self._embed_backward(dx, self.src_embed, self.src_pos)     # x = PE(E_src[src] * sqrt(d))
 
     # ---------------------------------------------------------------- attention maps
     def attention_maps(self):

@@ -5,8 +5,20 @@ import numpy as np
 import pytest
 
 from npattention.backend import to_numpy, xp
-from npattention.data import (DATE_FORMATS, TASKS, SeqDataset, Vocab, encode_sources, encode_targets,
-                              exact_match, format_date, load_task, make_task, pad_batch, task_vocab)
+from npattention.data import (
+    DATE_FORMATS,
+    TASKS,
+    SeqDataset,
+    Vocab,
+    encode_sources,
+    encode_targets,
+    exact_match,
+    format_date,
+    load_task,
+    make_task,
+    pad_batch,
+    task_vocab,
+)
 
 
 def test_vocab_specials_and_round_trip():

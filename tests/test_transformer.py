@@ -8,10 +8,20 @@ from npattention import backend
 from npattention.backend import to_numpy, xp
 from npattention.data import Vocab, load_task
 from npattention.functional import causal_mask, padding_mask
-from npattention.positional import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding,
-                                    relative_position_rotation, sinusoidal_table)
-from npattention.transformer import (PositionwiseFeedForward, Transformer, TransformerDecoderLayer,
-                                     TransformerEncoder, TransformerEncoderLayer, greedy_decode)
+from npattention.positional import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    relative_position_rotation,
+    sinusoidal_table,
+)
+from npattention.transformer import (
+    PositionwiseFeedForward,
+    Transformer,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    greedy_decode,
+)
 
 
 def _ids(rows):
@@ -263,7 +273,7 @@ def test_small_transformer_learns_to_reverse():
     history = train(model, splits["train"], epochs=8, batch_size=32, lr=5e-3, progress=False)
     assert history["step_loss"][-1] < 0.1 * history["step_loss"][0]
     acc, preds = evaluate(model, splits["test"], vocab)
-    assert acc >= 0.9, (acc, list(zip(splits["test"].sources, preds))[:10])  # measured: 0.995
+    assert acc >= 0.9, (acc, list(zip(splits["test"].sources, preds))[:10])  # measured: 0.99
 
 
 def test_demo_fast_run_writes_outputs(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Demo: an RNN encoder-decoder with attention learns to translate dates to ISO format.
 
-    python -m npattention demo seq2seq [--attention bahdanau|luong|note004|none]
+    python -m npattention demo seq2seq [--attention bahdanau|luong|none]
                                        [--score dot|general|concat] [--cell gru|lstm]
                                        [--fast] [--epochs N] [--seed S] [--out DIR]
 
@@ -20,7 +20,7 @@ import argparse
 import os
 import time
 
-from ..backend import manual_seed, to_numpy, xp
+from ..backend import manual_seed, to_numpy
 from ..checkpoint import save_checkpoint
 from ..data import Vocab, exact_match, load_task
 from ..losses import CrossEntropyLoss
@@ -32,11 +32,11 @@ TARGET_LEN = 10  # "YYYY-MM-DD"
 
 
 def build_model(vocab, attention="bahdanau", hidden_size=32, embed_dim=16, cell="gru", score="dot",
-                bidirectional=True, max_src_len=None, seed=0):
+                bidirectional=True, seed=0):
     """A :class:`~npattention.seq2seq.Seq2Seq` for a character task (weights seeded with ``seed``)."""
     manual_seed(seed)
     return Seq2Seq(len(vocab), len(vocab), embed_dim=embed_dim, hidden_size=hidden_size, attention=attention,
-                   score=score, cell=cell, bidirectional=bidirectional, max_src_len=max_src_len)
+                   score=score, cell=cell, bidirectional=bidirectional)
 
 
 def make_step(model, loss_fn):
@@ -159,9 +159,7 @@ def main(argv=None):
     matplotlib.use("Agg")
 
     vocab, data = load_task("dates", n_train=n_train, n_val=n_test, n_test=n_test, seed=args.seed)
-    max_src = max(int(d.src_lengths.max()) for d in data.values())
-    model = build_model(vocab, args.attention, args.hidden, args.embed, args.cell, args.score,
-                        max_src_len=max_src, seed=args.seed)
+    model = build_model(vocab, args.attention, args.hidden, args.embed, args.cell, args.score, seed=args.seed)
     print(f"dates: {n_train} train / {n_test} validation / {n_test} test; model {args.attention} "
           f"({args.cell}, {model.num_parameters()} parameters)")
     history, optimizer = train(model, data["train"], data["val"], vocab, epochs=epochs, batch_size=args.batch_size,

@@ -41,7 +41,7 @@ PRESETS = {
     "sort": dict(data=dict(n_train=6000, min_len=3, max_len=10), epochs=6,
                  model=dict(d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
                             dim_feedforward=128, dropout=0.0), lr=2e-3, batch_size=64),
-    "dates": dict(data=dict(n_train=8000), epochs=5,
+    "dates": dict(data=dict(n_train=8000), epochs=6,
                   model=dict(d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
                              dim_feedforward=128, dropout=0.0), lr=3e-3, batch_size=64),
 }
@@ -231,6 +231,13 @@ def main(argv=None):
     print("\nsamples (source -> prediction | target):")
     for src, pred, tgt in list(zip(test.sources, result["predictions"], test.targets))[:8]:
         print(f"  {src!r:>30} -> {pred!r:<14} {'ok' if pred == tgt else 'WRONG, want ' + repr(tgt)}")
+    wrong = [(s, p, t) for s, p, t in zip(test.sources, result["predictions"], test.targets) if p != t]
+    shown = set(test.sources[:8])
+    later = [w for w in wrong if w[0] not in shown]
+    if later:
+        print(f"more mistakes ({len(wrong)} in all):")
+        for src, pred, tgt in later[:4]:
+            print(f"  {src!r:>30} -> {pred!r:<14} want {tgt!r}")
 
     os.makedirs(args.out, exist_ok=True)
     from ..checkpoint import save_checkpoint

@@ -6,7 +6,7 @@ terms, so the round-off of a smaller step would swamp the smallest gradients.
 """
 from ..backend import xp
 from ..gradcheck import Case, register
-from ..seq2seq import BahdanauDecoder, Encoder, LuongDecoder, Note004Decoder, PlainDecoder, Seq2Seq
+from ..seq2seq import BahdanauDecoder, Encoder, LuongDecoder, PlainDecoder, Seq2Seq
 
 V = 7  # vocabulary size of every case
 OPTS = {"eps": 1e-5}
@@ -46,14 +46,6 @@ def luong_cases(rng):
                label="concat score, GRU", options=OPTS)
 
 
-@register("Note004Decoder")
-def note004_cases(rng):
-    yield Case(Note004Decoder(V, 3, 4, 5, max_len=6), _decoder_inputs(rng, 5, 4, False),
-               kwargs={"src_mask": MASK}, label="GRU, S=4 < max_len=6, masked", options=OPTS)
-    yield Case(Note004Decoder(V, 2, 3, 4, max_len=4, cell="lstm"), _decoder_inputs(rng, 4, 3, True),
-               label="LSTM, S = max_len", options=OPTS)
-
-
 @register("PlainDecoder")
 def plain_cases(rng):
     yield Case(PlainDecoder(V, 3, 4, 5), _decoder_inputs(rng, 5, 4, False), label="GRU", options=OPTS)
@@ -71,5 +63,5 @@ def seq2seq_cases(rng):
                (SRC, TGT_IN), kw, label="Luong general, LSTM", options=opts)
     yield Case(Seq2Seq(V, V, 2, 2, attention="none", cell="lstm", bidirectional=True), (SRC, TGT_IN), kw,
                label="no attention, bidirectional LSTM", options=opts)
-    yield Case(Seq2Seq(V, V, 2, 2, attention="note004", max_src_len=5), (SRC, TGT_IN), kw,
-               label="note 004 Attn, bidirectional GRU", options=opts)
+    yield Case(Seq2Seq(V, V, 2, 2, attention="luong", score="concat"), (SRC, TGT_IN), kw,
+               label="Luong concat, bidirectional GRU", options=opts)

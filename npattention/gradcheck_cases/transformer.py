@@ -8,8 +8,14 @@ from ..backend import xp
 from ..functional import causal_mask, padding_mask
 from ..gradcheck import Case, register
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from ..transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,
-                           TransformerEncoder, TransformerEncoderLayer)
+from ..transformer import (
+    PositionwiseFeedForward,
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 
 def _lengths(*lengths):
