@@ -184,6 +184,8 @@ class _Decoder(Module):
         name = type(self).__name__
         dims = {}
         check_array(tgt_in, "tgt_in", name, shape=("B", "T"), dtype="int", dims=dims)
+        if tgt_in.shape[1] == 0:
+            raise ValueError(f"{name}: 'tgt_in' must hold at least one step (T >= 1), got shape {tuple(tgt_in.shape)}")
         check_array(enc_out, "enc_out", name, shape=("B", "S", self.enc_dim), dims=dims)
         check_array(h0, "h0", name, shape=("B", self.hidden_size), dims=dims)
         if c0 is not None:
@@ -236,6 +238,7 @@ class _Decoder(Module):
 
         Returns ``(tokens (B, L), weights (B, L, S) or None)``, ``L <= max_len``; decoding
         stops early once every row has produced ``eos`` (later tokens of a finished row are ``eos``).
+        It reuses the layers' caches, so run it after (not between) a forward and its backward.
         """
         check_positive_int(max_len, "max_len", f"{type(self).__name__}.greedy")
         B = enc_out.shape[0]

@@ -149,3 +149,13 @@ def test_every_task_loads():
         vocab, splits = load_task(name, 20, 5, 5, seed=0)
         assert vocab.decode_batch(splits["test"].tgt_out) == splits["test"].targets
         assert vocab.decode_batch(splits["train"].src) == splits["train"].sources
+
+
+def test_dataset_works_with_the_fit_loop_batches():
+    from npattention.train import batches, num_batches
+
+    _, splits = load_task("copy", 40, 5, 5, seed=0, min_len=2, max_len=4)
+    got = list(batches(splits["train"], 16, shuffle=True, rng=0))
+    assert num_batches(splits["train"], 16) == len(got) == 3
+    assert all(isinstance(b.src, xp.ndarray) for b in got)
+    assert sorted(s for b in got for s in b.sources) == sorted(splits["train"].sources)

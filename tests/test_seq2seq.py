@@ -161,6 +161,8 @@ def test_bad_input_errors(rng):
         m.decoder(TGT_IN, rng.normal((3, 6, 7)), rng.normal((3, 8)))
     with pytest.raises(ValueError, match="'c0' is only used with cell='lstm'"):
         m.decoder(TGT_IN, rng.normal((3, 6, 8)), rng.normal((3, 8)), rng.normal((3, 8)))
+    with pytest.raises(ValueError, match="at least one step"):
+        m(SRC, TGT_IN[:, :0], SRC_LEN)
     with pytest.raises(ValueError, match="'max_len' must be a positive int"):
         m.greedy_decode(SRC, SRC_LEN, max_len=0)
     with pytest.raises(ValueError, match="'ids' must lie in"):

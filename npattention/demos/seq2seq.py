@@ -24,7 +24,7 @@ from ..backend import manual_seed, to_numpy
 from ..checkpoint import save_checkpoint
 from ..data import Vocab, exact_match, load_task
 from ..losses import CrossEntropyLoss
-from ..optim import Adam
+from ..optim import Adam, WarmupCosine
 from ..seq2seq import ATTENTIONS, Seq2Seq
 from ..train import fit
 
@@ -65,10 +65,14 @@ def evaluate(model, dataset, vocab, batch_size=500, max_len=TARGET_LEN + 1):
 
 def train(model, train_set, val_set, vocab, epochs=3, batch_size=64, lr=0.01, clip=5.0, seed=0,
           progress=True, log=print):
-    """Adam + gradient clipping with :func:`npattention.train.fit`; the validation exact
-    match is computed after every epoch (``history["val_exact_match"]``) and printed by ``log``."""
+    """Adam with a cosine learning-rate decay (short warm-up) and gradient clipping, with
+    :func:`npattention.train.fit`.  The validation exact match is computed after every epoch
+    (``history["val_exact_match"]``) and printed by ``log``; returns ``(history, optimizer)``."""
     loss_fn = CrossEntropyLoss(ignore_index=Vocab.PAD)
     optimizer = Adam(model.parameters(), lr=lr)
+    total = epochs * train_set.num_batches(batch_size)
+    # decaying to lr/20 keeps the last epoch from undoing the fit with a late, large step
+    scheduler = WarmupCosine(optimizer, warmup_steps=min(20, total // 10), total_steps=total, min_lr=lr / 20)
     scores = []
 
     def after_epoch(epoch, history):
@@ -80,7 +84,8 @@ def train(model, train_set, val_set, vocab, epochs=3, batch_size=64, lr=0.01, cl
 
     start = time.perf_counter()
     history = fit(model, optimizer=optimizer, data=train_set, epochs=epochs, batch_size=batch_size,
-                  step_fn=make_step(model, loss_fn), clip_grad_norm=clip, seed=seed, progress=progress,
+                  step_fn=make_step(model, loss_fn), scheduler=scheduler, clip_grad_norm=clip, seed=seed,
+                  progress=progress,
                   callback=after_epoch if val_set is not None else None, desc=f"seq2seq ({model.attention})")
     history["val_exact_match"] = scores
     history["seconds"] = time.perf_counter() - start
