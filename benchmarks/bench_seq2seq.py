@@ -2,7 +2,8 @@
 
     python benchmarks/bench_seq2seq.py [--fast] [--epochs 3] [--out DIR]
 
-Part 1 (dates): Bahdanau, Luong (dot) and no attention, each trained for the same
+Part 1 (dates): Bahdanau, Luong (dot) and no attention (and, with ``--note004``, note
+004's location-based ``Attn`` decoder), each trained for the same
 number of epochs on the same dates with the same sizes; held-out exact match, training
 time and the ratio to the baseline; accuracy by source length.
 
@@ -27,10 +28,13 @@ from npattention.demos.seq2seq import accuracy_by_length, build_model, evaluate,
 MODELS = [("bahdanau", {}), ("luong", {"score": "dot"}), ("none", {})]
 
 
-def run_task(task, n_train, n_test, epochs, edges, max_len_out, hidden, options, seed=0):
+def run_task(task, n_train, n_test, epochs, edges, max_len_out, hidden, options, models, seed=0):
     vocab, data = load_task(task, n_train=n_train, n_val=n_test, n_test=n_test, seed=seed, **options)
+    max_src = max(int(d.src_lengths.max()) for d in data.values())
     rows, by_length = [], {}
-    for attention, kw in MODELS:
+    for attention, kw in models:
+        if attention == "note004":
+            kw = dict(kw, max_src_len=max_src)
         model = build_model(vocab, attention, hidden_size=hidden, embed_dim=16, seed=seed, **kw)
         history, _ = train(model, data["train"], None, vocab, epochs=epochs, batch_size=64, lr=0.01,
                            seed=seed, progress=False, log=None)
@@ -82,19 +86,21 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="small data, one epoch (a smoke test)")
     parser.add_argument("--epochs", type=int, default=None, help="default 3 (1 with --fast)")
     parser.add_argument("--max-len", type=int, default=24, help="longest string of the reverse task")
+    parser.add_argument("--note004", action="store_true", help="also train note 004's Attn decoder")
     parser.add_argument("--out", default=os.path.join("npattention-output", "bench_seq2seq"))
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.fast else 3)
+    models = MODELS[:2] + [("note004", {})] + MODELS[2:] if args.note004 else MODELS
     n_train, n_test = (2000, 200) if args.fast else (10000, 1000)
     start = time.perf_counter()
     print(f"dates: {n_train} training dates, {epochs} epochs per model, hidden 32 (bidirectional encoder)")
-    dates = run_task("dates", n_train, n_test, epochs, [6, 10, 14, 18, 22, 30], 11, 32, {})
+    dates = run_task("dates", n_train, n_test, epochs, [6, 10, 14, 18, 22, 30], 11, 32, {}, models)
     print(f"reverse: strings of 4..{args.max_len} characters, {n_train} training strings, {epochs} epochs")
     step = max(args.max_len // 5, 1)
     edges = list(range(4, args.max_len + 1, step))
     edges = edges[:-1] + [args.max_len + 1] if len(edges) > 1 else [4, args.max_len + 1]
     rev = run_task("reverse", n_train, n_test, epochs, edges, args.max_len + 1, 32,
-                   {"min_len": 4, "max_len": args.max_len})
+                   {"min_len": 4, "max_len": args.max_len}, models)
     print_tables("dates (same budget)", *dates)
     print_tables(f"reverse, 4..{args.max_len} characters (same budget)", *rev)
     os.makedirs(args.out, exist_ok=True)

@@ -15,6 +15,9 @@ pieces, all with hand-written backpropagation through time:
   - :class:`LuongDecoder` -- attention *after* the RNN step, from ``h_t``: ``dot``,
     ``general`` or ``concat`` score; attentional state ``h~_t = tanh(W_c [c_t; h_t])``,
     then the output projection.
+  - :class:`Note004Decoder` -- note 004's ``Attn`` (concat(Q, K) -> Linear -> softmax ->
+    bmm with V -> concat with Q -> Linear "attn_combine") as the decoder attention, the
+    way PyTorch's seq2seq tutorial uses it.
   - :class:`PlainDecoder` -- the baseline without attention: the context is the encoder's
     last state, the same vector at every step (Cho et al. 2014).
 
@@ -30,6 +33,7 @@ from .backend import get_rng, xp
 from .functional import padding_mask, softmax, softmax_backward
 from .layers import Embedding, Linear, Tanh
 from .module import Module, Parameter
+from .attention.attention import Attn
 from .rnn import GRU, LSTM, GRUCell, LSTMCell, lengths_from
 from .validate import check_array, check_positive_int
 
@@ -43,15 +47,16 @@ def _cell_kind(cell, where):
 
 
 # A Module keeps ONE cache: the one from its last forward.  A decoder calls the same
-# layer at every time step, so it keeps each step's cache and puts it back before that
-# step's backward.
-def _call(module, *inputs):
-    out = module(*inputs)
-    return out, module.cache
+# layer at every time step, so it keeps each step's caches (the module's and its
+# sub-modules') and puts them back before that step's backward.
+def _call(module, *inputs, **kwargs):
+    out = module(*inputs, **kwargs)
+    return out, [m.cache for m in module.modules()]
 
 
-def _back(module, cache, grad):
-    module.cache = cache
+def _back(module, caches, grad):
+    for m, cache in zip(module.modules(), caches):
+        m.cache = cache
     return module.backward(grad)
 
 
@@ -458,6 +463,73 @@ class LuongDecoder(_Decoder):
         return f"score={self.score_name!r}"
 
 
+class Note004Decoder(_Decoder):
+    """Note 004's ``Attn`` as the decoder attention (as in PyTorch's seq2seq tutorial).
+
+    At step ``t``, with ``Q = emb(y_{t-1})``, ``K = h_{t-1}`` and ``V`` = the encoder outputs:
+
+    1. score   ``e = W_a [Q; K] + b_a``: one linear layer over the concatenation, one
+       score per source *position* (so ``max_len`` = the longest source it can read)
+    2. align   ``a = softmax(e)`` (padding masked), 3. context ``c = a V``
+    4. ``attn_combine``: ``u = W_u [Q; c] + b_u``; then ``x = relu(u)`` (the tutorial's
+       choice) feeds the RNN: ``h_t = cell(x, h_{t-1})``; ``logits_t = W_o h_t + b_o``
+
+    Steps 1-4 are :class:`npattention.attention.attention.Attn`.  The score looks at
+    position numbers, not at the content of the keys ("location-based"), which is why
+    it needs ``max_len`` and learns slower than Bahdanau's or Luong's.
+    """
+
+    def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, max_len, cell="gru", padding_idx=0):
+        super().__init__(vocab_size, embed_dim, hidden_size, enc_dim, cell, padding_idx)
+        self.max_len = check_positive_int(max_len, "max_len", "Note004Decoder")
+        self.attn = Attn(embed_dim, hidden_size, max_len, enc_dim, hidden_size)
+        self.cell = self._make_cell(hidden_size)
+        self.out = Linear(hidden_size, vocab_size)
+
+    def _memory(self, enc_out, h0, src_mask):
+        B, S, E = enc_out.shape
+        if S > self.max_len:
+            raise ValueError(f"Note004Decoder: the source has {S} positions but 'max_len' is {self.max_len}")
+        # V must have max_len rows: pad with zero rows that are always masked out
+        V = xp.concatenate([enc_out, xp.zeros((B, self.max_len - S, E), dtype=enc_out.dtype)], axis=1)
+        mask = padding_mask(xp.full((B,), S), self.max_len) if src_mask is None else \
+            xp.concatenate([src_mask, xp.ones((B, self.max_len - S), dtype=bool)], axis=1)
+        return {"enc_out": enc_out, "V": V, "mask": mask}
+
+    def _memory_grads(self, mem):
+        return {"V": xp.zeros_like(mem["V"])}
+
+    def _memory_backward(self, d_mem, mem):
+        return d_mem["V"][:, :mem["enc_out"].shape[1]], None
+
+    def _step(self, emb_t, state, mem):
+        # Q = emb(y_{t-1}), K = h_{t-1} (one query row each), V = the padded encoder outputs
+        (u, w), attn_cache = _call(self.attn, emb_t[:, None, :], state[0][:, None, :], mem["V"],
+                                   mask=mem["mask"][:, None, :])
+        x = xp.maximum(u[:, 0], 0)  # relu
+        new_state, cell_cache = self.cell.step(x, state)
+        S = mem["enc_out"].shape[1]
+        return new_state[0], w[:, 0, :S], new_state, {"state": state, "attn": attn_cache, "x": x, "cell": cell_cache}
+
+    def _head(self, feat):
+        return self.out(feat)
+
+    def _head_backward(self, d_logits):
+        return self.out.backward(d_logits)
+
+    def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
+        d_state = (d_state[0] + d_feat, *d_state[1:])
+        d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
+        d_u = (d_x * (cache["x"] > 0))[:, None, :]
+        d_q, d_k, d_v = _back(self.attn, cache["attn"], d_u)
+        d_mem["V"] += d_v
+        d_prev = (d_prev[0] + d_k[:, 0], *d_prev[1:])  # K was h_{t-1}
+        return d_q[:, 0], d_prev  # Q was the embedded input
+
+    def extra_repr(self):
+        return f"max_len={self.max_len}"
+
+
 class PlainDecoder(_Decoder):
     """The baseline without attention (Cho et al. 2014): one fixed context for every step.
 
@@ -502,14 +574,15 @@ class PlainDecoder(_Decoder):
 
 
 # ====================================================================== the model
-ATTENTIONS = ("bahdanau", "luong", "none")
+ATTENTIONS = ("bahdanau", "luong", "note004", "none")
 
 
 class Seq2Seq(Module):
     """Encoder + attention decoder.
 
     ``Seq2Seq(src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau",
-    score="dot", cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None)``.
+    score="dot", cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None,
+    max_src_len=None)``; ``max_src_len`` (the longest source) is needed by ``attention="note004"``.
 
     * ``forward(src (B, S), tgt_in (B, T), src_lengths (B,) = None) -> (logits (B, T, V),
       weights (B, T, S) or None)`` with teacher forcing; the weights are also kept in
@@ -524,7 +597,8 @@ class Seq2Seq(Module):
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau", score="dot",
-                 cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None, padding_idx=0):
+                 cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None, max_src_len=None,
+                 padding_idx=0):
         if attention not in ATTENTIONS:
             raise ValueError(f"Seq2Seq: 'attention' must be one of {ATTENTIONS}, got {attention!r}")
         D = 2 if bidirectional else 1
@@ -533,7 +607,7 @@ class Seq2Seq(Module):
         self.config = {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "embed_dim": embed_dim,
                        "hidden_size": hidden_size, "attention": attention, "score": score, "cell": cell,
                        "bidirectional": bidirectional, "dec_hidden_size": dec_hidden_size, "attn_dim": attn_dim,
-                       "padding_idx": padding_idx}
+                       "max_src_len": max_src_len, "padding_idx": padding_idx}
         self.encoder = Encoder(src_vocab, embed_dim, hidden_size, cell, bidirectional, dec_hidden, padding_idx)
         E = self.encoder.output_size
         args = (tgt_vocab, embed_dim, dec_hidden, E)
@@ -541,6 +615,10 @@ class Seq2Seq(Module):
             self.decoder = BahdanauDecoder(*args, attn_dim=attn_dim, cell=cell, padding_idx=padding_idx)
         elif attention == "luong":
             self.decoder = LuongDecoder(*args, score=score, cell=cell, padding_idx=padding_idx, attn_dim=attn_dim)
+        elif attention == "note004":
+            if max_src_len is None:
+                raise ValueError("Seq2Seq: attention='note004' needs 'max_src_len' (the longest source it will read)")
+            self.decoder = Note004Decoder(*args, max_len=max_src_len, cell=cell, padding_idx=padding_idx)
         else:
             self.decoder = PlainDecoder(*args, cell=cell, padding_idx=padding_idx)
         self.attention_weights = None

@@ -5,7 +5,7 @@ import pytest
 
 from npattention.backend import to_numpy, xp
 from npattention.gradcheck import gradcheck
-from npattention.seq2seq import BahdanauDecoder, Encoder, PlainDecoder, Seq2Seq
+from npattention.seq2seq import BahdanauDecoder, Encoder, LuongDecoder, PlainDecoder, Seq2Seq
 
 V = 9
 SRC = xp.asarray([[4, 5, 6, 2, 0, 0], [7, 8, 4, 5, 6, 2], [5, 2, 0, 0, 0, 0]])
@@ -18,6 +18,7 @@ ATTENTION_MODELS = [
     {"attention": "luong", "score": "dot"},
     {"attention": "luong", "score": "general", "cell": "lstm"},
     {"attention": "luong", "score": "concat", "bidirectional": False},
+    {"attention": "note004", "max_src_len": 8},
 ]
 
 
@@ -52,8 +53,9 @@ def test_padding_in_the_batch_changes_nothing(kw):
 
 
 @pytest.mark.parametrize("kw", [{"attention": "bahdanau"}, {"attention": "luong", "cell": "lstm"},
-                                {"attention": "none"}, {"attention": "luong", "score": "concat"}],
-                         ids=["bahdanau", "luong-lstm", "none", "luong-concat"])
+                                {"attention": "none"}, {"attention": "luong", "score": "concat"},
+                                {"attention": "note004", "max_src_len": 6, "cell": "lstm"}],
+                         ids=["bahdanau", "luong-lstm", "none", "luong-concat", "note004-lstm"])
 def test_greedy_decoding_matches_teacher_forcing_on_its_own_output(kw):
     m = model(**kw)
     tokens, w = m.greedy_decode(SRC, SRC_LEN, max_len=5, eos=99)  # eos never produced: 5 steps
@@ -91,6 +93,44 @@ def test_decoder_gradient_reaches_the_encoder_outputs_and_initial_state(rng):
     d_enc, d_h0 = dec.backward(xp.ones((2, 4, V)))
     assert d_enc.shape == (2, 3, 5) and d_h0.shape == (2, 4)
     assert float(xp.abs(d_enc).min()) > 0  # every encoder position gets a gradient
+
+
+def test_luong_accepts_the_score_modules_of_the_attention_core(rng):
+    """score="dot"/"general" equal DotScore/GeneralScore plugged in (same weights)."""
+    from npattention.attention.scores import AdditiveScore, DotScore, GeneralScore
+
+    enc_out, h0 = rng.normal((3, 6, 4), dtype=xp.float64), rng.normal((3, 4), dtype=xp.float64)
+    mask = xp.arange(6)[None, :] >= SRC_LEN[:, None]
+    for name, module in [("dot", DotScore()), ("general", GeneralScore(4, 4))]:
+        built_in = LuongDecoder(V, 3, 4, 4, score=name).double()
+        plugged = LuongDecoder(V, 3, 4, 4, score=module).double()
+        state = built_in.state_dict()
+        if name == "general":  # Linear(H -> E) keeps W^T: (h W) . k = (h @ weight.T) . k
+            state["score.weight"] = state.pop("score_proj.weight").T
+        plugged.load_state_dict(state)
+        a, wa = built_in(TGT_IN, enc_out, h0, src_mask=mask)
+        b, wb = plugged(TGT_IN, enc_out, h0, src_mask=mask)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(to_numpy(wa), to_numpy(wb), rtol=1e-12, atol=1e-14)
+    dec = LuongDecoder(V, 3, 4, 5, score=AdditiveScore(4, 5, 3))
+    report = gradcheck(dec, (TGT_IN, rng.normal((3, 6, 5)), rng.normal((3, 4))), {"src_mask": mask}, eps=1e-5)
+    assert report.passed and report.worst_rel_error < 1e-4, str(report)
+    assert "score.W_q" in [r.name for r in report.rows]
+
+
+def test_bahdanau_score_is_the_additive_score_with_keys_projected_once(rng):
+    from npattention.attention.scores import AdditiveScore
+    from npattention.functional import softmax
+
+    dec = BahdanauDecoder(V, 3, 4, 5, attn_dim=6).double()
+    dec.key_proj.bias.data[...] = 0  # AdditiveScore has no bias
+    score = AdditiveScore(4, 5, 6).double()
+    score.W_q.data, score.W_k.data, score.v.data = dec.query_proj.weight.data, dec.key_proj.weight.data, dec.v.data
+    enc_out, h0 = rng.normal((3, 6, 5), dtype=xp.float64), rng.normal((3, 4), dtype=xp.float64)
+    mask = xp.arange(6)[None, :] >= SRC_LEN[:, None]
+    _, w = dec(TGT_IN, enc_out, h0, src_mask=mask)
+    expected = softmax(score(h0[:, None, :], enc_out), mask=mask[:, None, :])  # step 1 attends with h0
+    np.testing.assert_allclose(to_numpy(w[:, :1]), to_numpy(expected), rtol=1e-12)
 
 
 def test_plain_decoder_ignores_encoder_outputs(rng):
@@ -161,6 +201,10 @@ def test_bad_input_errors(rng):
         m.decoder(TGT_IN, rng.normal((3, 6, 7)), rng.normal((3, 8)))
     with pytest.raises(ValueError, match="'c0' is only used with cell='lstm'"):
         m.decoder(TGT_IN, rng.normal((3, 6, 8)), rng.normal((3, 8)), rng.normal((3, 8)))
+    with pytest.raises(ValueError, match="needs 'max_src_len'"):
+        Seq2Seq(V, V, attention="note004")
+    with pytest.raises(ValueError, match="source has 6 positions but 'max_len' is 4"):
+        model(attention="note004", max_src_len=4)(SRC, TGT_IN, SRC_LEN)
     with pytest.raises(ValueError, match="at least one step"):
         m(SRC, TGT_IN[:, :0], SRC_LEN)
     with pytest.raises(ValueError, match="'max_len' must be a positive int"):

@@ -4,9 +4,10 @@ Tiny sizes with source padding; the whole model checks a random subset of entrie
 (``max_entries``) to stay fast.  ``eps=1e-5``: the loss of a whole model is a sum of many
 terms, so the round-off of a smaller step would swamp the smallest gradients.
 """
+from ..attention.scores import GeneralScore
 from ..backend import xp
 from ..gradcheck import Case, register
-from ..seq2seq import BahdanauDecoder, Encoder, LuongDecoder, PlainDecoder, Seq2Seq
+from ..seq2seq import BahdanauDecoder, Encoder, LuongDecoder, Note004Decoder, PlainDecoder, Seq2Seq
 
 V = 7  # vocabulary size of every case
 OPTS = {"eps": 1e-5}
@@ -44,6 +45,16 @@ def luong_cases(rng):
                kwargs={"src_mask": MASK}, label="general score, LSTM", options=OPTS)
     yield Case(LuongDecoder(V, 2, 3, 4, score="concat"), _decoder_inputs(rng, 4, 3, False),
                label="concat score, GRU", options=OPTS)
+    yield Case(LuongDecoder(V, 2, 3, 4, score=GeneralScore(3, 4)), _decoder_inputs(rng, 4, 3, False),
+               kwargs={"src_mask": MASK}, label="attention-core GeneralScore plugged in", options=OPTS)
+
+
+@register("Note004Decoder")
+def note004_cases(rng):
+    yield Case(Note004Decoder(V, 3, 4, 5, max_len=6), _decoder_inputs(rng, 5, 4, False),
+               kwargs={"src_mask": MASK}, label="GRU, S=4 < max_len=6, masked", options=OPTS)
+    yield Case(Note004Decoder(V, 2, 3, 4, max_len=4, cell="lstm"), _decoder_inputs(rng, 4, 3, True),
+               label="LSTM, S = max_len", options=OPTS)
 
 
 @register("PlainDecoder")
@@ -65,3 +76,5 @@ def seq2seq_cases(rng):
                label="no attention, bidirectional LSTM", options=opts)
     yield Case(Seq2Seq(V, V, 2, 2, attention="luong", score="concat"), (SRC, TGT_IN), kw,
                label="Luong concat, bidirectional GRU", options=opts)
+    yield Case(Seq2Seq(V, V, 2, 2, attention="note004", max_src_len=5), (SRC, TGT_IN), kw,
+               label="note 004 Attn, bidirectional GRU", options=opts)

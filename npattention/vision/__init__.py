@@ -11,6 +11,7 @@
 * :mod:`npattention.vision.stn` -- the spatial transformer (affine grid + bilinear sampler).
 * :mod:`npattention.vision.data` -- ``make_glyphs``: a synthetic, seeded image task
   (glyphs on noisy, cluttered backgrounds, optionally translated / rotated / scaled).
-* :mod:`npattention.vision.train` -- a small Adam optimiser and a classifier training loop
-  used by the vision demo, benchmark and notebooks.
+* :mod:`npattention.vision.models` -- ``AttentionCNN``: a small CNN with a pluggable
+  block (``none``, ``se``, ``cbam``, ``eca``, ``pixel``, ``sagan``) for the demo,
+  benchmark and notebooks (trained with :func:`npattention.train.fit`).
 """

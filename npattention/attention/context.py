@@ -1,0 +1,34 @@
+"""Step 3 of attention, the **context**: the weighted sum of the values.
+
+    context_i = sum_j w_ij v_j,    i.e.  C = W V  (a batched matmul, ``bmm`` in note 004)
+
+weights ``(..., Tq, Tk)`` and values ``(..., Tk, Dv)`` -> context ``(..., Tq, Dv)``.
+
+*Normal mode* (note 001): the values are the keys, ``K = V = X``.  *Key-value mode*:
+``K != V`` (keys say *where* to look, values say *what* is found there).
+:class:`npattention.attention.attention.Attention` shows both.
+"""
+from ..backend import xp
+from ..module import Module
+from ..validate import check_array
+
+
+class Context(Module):
+    """``C = W V``.  forward(weights, values) -> context; backward(dC) -> (dW, dV)."""
+
+    def forward(self, weights, values):
+        check_array(weights, "weights", "Context", shape=(..., None, None))
+        check_array(values, "values", "Context", shape=(..., None, None))
+        if values.ndim != weights.ndim or values.shape[:-2] != weights.shape[:-2] \
+                or values.shape[-2] != weights.shape[-1]:
+            raise ValueError(
+                f"Context: 'values' must have shape {tuple(weights.shape[:-2]) + (weights.shape[-1], 'Dv')} "
+                f"(one value per key of 'weights' {tuple(weights.shape)}), got {tuple(values.shape)}"
+            )
+        self.cache = (weights, values)
+        return weights @ values
+
+    def backward(self, grad_output):
+        weights, values = self.cache
+        # C = W V  =>  dW = dC V^T (how much each weight moved each output),  dV = W^T dC
+        return grad_output @ xp.swapaxes(values, -1, -2), xp.swapaxes(weights, -1, -2) @ grad_output

@@ -1,0 +1,276 @@
+"""Step 1 of attention, the **score**: how well does query i match key j?
+
+Every score module maps
+
+    query ``(..., Tq, Dq)``, key ``(..., Tk, Dk)``  ->  scores ``(..., Tq, Tk)``
+
+where ``...`` are leading axes shared by query and key (batch ``B``, heads ``h``, ...).
+``backward(dscores)`` returns ``(dquery, dkey)`` and adds parameter gradients to
+``.grad``.  ``Tq = 1`` (one decoder state per step, as in seq2seq) works like any other size.
+
+=====================  ===========================================  ===================
+class                  score ``s_ij``                               parameters
+=====================  ===========================================  ===================
+:class:`DotScore`      ``q_i . k_j``                                none
+:class:`ScaledDotScore` ``q_i . k_j / sqrt(d)``                     none
+:class:`GeneralScore`  ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
+:class:`ConcatScore`   ``w^T [q_i; k_j] + b`` (note 004, rule 1)    ``weight (1, Dq+Dk)``, ``bias (1,)``
+:class:`AdditiveScore` ``v^T tanh(W_q q_i + W_k k_j)`` (rule 2,     ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
+                       Bahdanau)
+:class:`CosineScore`   ``scale * cos(q_i, k_j)``                    none
+=====================  ===========================================  ===================
+
+The maths of every backward is derived in ``docs/attention.md``.
+"""
+from ..backend import get_rng, xp
+from ..module import Module, Parameter
+from ..validate import check_array, check_positive_int
+
+
+def _check_query_key(query, key, where, query_dim=None, key_dim=None, same_dim=False):
+    """Check the (query, key) pair of a score module: float arrays with at least 2 axes,
+    the same leading axes, and the expected feature sizes."""
+    check_array(query, "query", where, shape=(..., None, query_dim))
+    check_array(key, "key", where, shape=(..., None, key_dim))
+    if query.ndim != key.ndim or query.shape[:-2] != key.shape[:-2]:
+        raise ValueError(
+            f"{where}: 'query' {tuple(query.shape)} and 'key' {tuple(key.shape)} must share their "
+            f"leading (batch/head) axes: expected key of shape {tuple(query.shape[:-2]) + ('Tk', 'Dk')}"
+        )
+    if same_dim and query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"{where}: 'key' must have the query's feature size {query.shape[-1]} (last axis), "
+            f"got key of shape {tuple(key.shape)}"
+        )
+
+
+def _mT(a):
+    """Swap the last two axes (a batched transpose)."""
+    return xp.swapaxes(a, -1, -2)
+
+
+def _rows(a):
+    """Flatten all axes but the last: ``(..., D) -> (N, D)`` (for parameter gradients)."""
+    return a.reshape(-1, a.shape[-1])
+
+
+class DotScore(Module):
+    """Dot-product score ``s_ij = q_i . k_j``, i.e. ``S = Q K^T``.
+
+    query ``(..., Tq, D)``, key ``(..., Tk, D)`` -> ``(..., Tq, Tk)``.  No parameters.
+    """
+
+    def forward(self, query, key):
+        _check_query_key(query, key, type(self).__name__, same_dim=True)
+        self.cache = (query, key)
+        return query @ _mT(key)
+
+    def backward(self, grad_output):
+        query, key = self.cache
+        # S = Q K^T  =>  dQ = dS K,  dK = dS^T Q
+        return grad_output @ key, _mT(grad_output) @ query
+
+
+class ScaledDotScore(Module):
+    """Scaled dot product ``s_ij = q_i . k_j / sqrt(d)`` (Vaswani et al. 2017).
+
+    Dividing by ``sqrt(d)`` keeps the variance of the scores near 1 when q and k have
+    unit-variance entries, so the softmax does not saturate.  ``scale`` overrides
+    ``1/sqrt(d)`` (``d`` = the feature size, read from the query at forward time).
+    """
+
+    def __init__(self, scale=None):
+        if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"ScaledDotScore: 'scale' must be a positive number or None, got {scale!r}")
+        self.scale = scale
+
+    def forward(self, query, key):
+        _check_query_key(query, key, type(self).__name__, same_dim=True)
+        scale = self.scale if self.scale is not None else 1.0 / query.shape[-1] ** 0.5
+        self.cache = (query, key, scale)
+        return (query @ _mT(key)) * scale
+
+    def backward(self, grad_output):
+        query, key, scale = self.cache
+        g = grad_output * scale  # the constant factor passes straight through
+        return g @ key, _mT(g) @ query
+
+    def extra_repr(self):
+        return "scale=1/sqrt(d)" if self.scale is None else f"scale={self.scale}"
+
+
+class GeneralScore(Module):
+    """Bilinear ("general", Luong et al. 2015) score ``s_ij = q_i^T W k_j``.
+
+    ``W``: ``(query_dim, key_dim)``, so query and key may have different sizes.
+    Initialised from ``U(-1/sqrt(query_dim), 1/sqrt(query_dim))`` like ``nn.Bilinear``.
+    """
+
+    def __init__(self, query_dim, key_dim):
+        self.query_dim = check_positive_int(query_dim, "query_dim", "GeneralScore")
+        self.key_dim = check_positive_int(key_dim, "key_dim", "GeneralScore")
+        bound = 1.0 / query_dim ** 0.5
+        self.weight = Parameter(get_rng().uniform((query_dim, key_dim), -bound, bound))
+
+    def forward(self, query, key):
+        _check_query_key(query, key, "GeneralScore", self.query_dim, self.key_dim)
+        qw = query @ self.weight.data  # (..., Tq, Dk): the query mapped into key space
+        self.cache = (query, key, qw)
+        return qw @ _mT(key)
+
+    def backward(self, grad_output):
+        query, key, qw = self.cache
+        d_qw = grad_output @ key  # S = (QW) K^T
+        dkey = _mT(grad_output) @ qw
+        self.weight.grad += _rows(query).T @ _rows(d_qw)  # QW: dW = sum over rows q^T d(qw)
+        dquery = d_qw @ self.weight.data.T
+        return dquery, dkey
+
+    def extra_repr(self):
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}"
+
+
+class ConcatScore(Module):
+    """Concat score (note 004, rule 1): ``s_ij = w^T [q_i; k_j] + b``.
+
+    One linear layer ``(Dq + Dk) -> 1`` applied to every concatenated pair.  Because
+    the layer is linear it splits as ``w = [w_q; w_k]``::
+
+        s_ij = w_q . q_i + w_k . k_j + b
+
+    so we never build the ``(..., Tq, Tk, Dq + Dk)`` tensor of pairs: two matrix-vector
+    products and a broadcast sum, ``(..., Tq, 1) + (..., 1, Tk)``.
+
+    Teaching point: the query term ``w_q . q_i`` is the same for every key j, and the
+    softmax over keys is shift-invariant, so **after softmax the weights do not depend
+    on the query at all** (only on the keys).  This is why rule 2 puts a ``tanh``
+    between the linear layer and the sum (:class:`AdditiveScore`), and why note 004's
+    ``Attn`` instead maps ``[q; k]`` to one score *per position* (:class:`Attn`).
+
+    ``weight``: ``(1, query_dim + key_dim)`` and ``bias``: ``(1,)``, laid out and
+    initialised exactly like ``Linear(query_dim + key_dim, 1)``.
+    """
+
+    def __init__(self, query_dim, key_dim):
+        self.query_dim = check_positive_int(query_dim, "query_dim", "ConcatScore")
+        self.key_dim = check_positive_int(key_dim, "key_dim", "ConcatScore")
+        bound = 1.0 / (query_dim + key_dim) ** 0.5
+        rng = get_rng()
+        self.weight = Parameter(rng.uniform((1, query_dim + key_dim), -bound, bound))
+        self.bias = Parameter(rng.uniform((1,), -bound, bound))
+
+    def forward(self, query, key):
+        _check_query_key(query, key, "ConcatScore", self.query_dim, self.key_dim)
+        w_q, w_k = self.weight.data[0, :self.query_dim], self.weight.data[0, self.query_dim:]
+        self.cache = (query, key)
+        # w^T [q_i; k_j] + b = (w_q . q_i) + (w_k . k_j) + b, broadcast over (i, j)
+        return (query @ w_q)[..., :, None] + (key @ w_k)[..., None, :] + self.bias.data
+
+    def backward(self, grad_output):
+        query, key = self.cache
+        w_q, w_k = self.weight.data[0, :self.query_dim], self.weight.data[0, self.query_dim:]
+        dq_term = grad_output.sum(axis=-1)  # (..., Tq): q_i's term was broadcast over all j
+        dk_term = grad_output.sum(axis=-2)  # (..., Tk): k_j's term was broadcast over all i
+        self.weight.grad[0, :self.query_dim] += dq_term.reshape(-1) @ _rows(query)
+        self.weight.grad[0, self.query_dim:] += dk_term.reshape(-1) @ _rows(key)
+        self.bias.grad += grad_output.sum()
+        return dq_term[..., None] * w_q, dk_term[..., None] * w_k
+
+    def extra_repr(self):
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}"
+
+
+class AdditiveScore(Module):
+    """Additive / perceptron score (note 004, rule 2; Bahdanau et al. 2015)::
+
+        s_ij = v^T tanh(W_q q_i + W_k k_j)
+
+    ``W_q``: ``(hidden_dim, query_dim)``, ``W_k``: ``(hidden_dim, key_dim)``, ``v``:
+    ``(hidden_dim,)``, no biases (as in d2l's ``AdditiveAttention``); initialised like
+    ``Linear`` layers.  The pairs are formed by broadcasting
+    ``(..., Tq, 1, H) + (..., 1, Tk, H) -> (..., Tq, Tk, H)``; memory grows as
+    ``Tq * Tk * H`` (the price of the non-linearity).
+    """
+
+    def __init__(self, query_dim, key_dim, hidden_dim):
+        self.query_dim = check_positive_int(query_dim, "query_dim", "AdditiveScore")
+        self.key_dim = check_positive_int(key_dim, "key_dim", "AdditiveScore")
+        self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim", "AdditiveScore")
+        rng = get_rng()
+        bq, bk, bv = query_dim ** -0.5, key_dim ** -0.5, hidden_dim ** -0.5
+        self.W_q = Parameter(rng.uniform((hidden_dim, query_dim), -bq, bq))
+        self.W_k = Parameter(rng.uniform((hidden_dim, key_dim), -bk, bk))
+        self.v = Parameter(rng.uniform((hidden_dim,), -bv, bv))
+
+    def forward(self, query, key):
+        _check_query_key(query, key, "AdditiveScore", self.query_dim, self.key_dim)
+        qh = query @ self.W_q.data.T  # (..., Tq, H)
+        kh = key @ self.W_k.data.T  # (..., Tk, H)
+        feat = xp.tanh(qh[..., :, None, :] + kh[..., None, :, :])  # (..., Tq, Tk, H)
+        self.cache = (query, key, feat)
+        return feat @ self.v.data  # (..., Tq, Tk)
+
+    def backward(self, grad_output):
+        query, key, feat = self.cache
+        self.v.grad += _rows(feat).T @ grad_output.reshape(-1)  # s = feat . v
+        d_feat = grad_output[..., None] * self.v.data  # (..., Tq, Tk, H)
+        d_pre = d_feat * (1.0 - feat * feat)  # tanh'(x) = 1 - tanh(x)^2
+        d_qh = d_pre.sum(axis=-2)  # qh_i was broadcast over keys j
+        d_kh = d_pre.sum(axis=-3)  # kh_j was broadcast over queries i
+        self.W_q.grad += _rows(d_qh).T @ _rows(query)
+        self.W_k.grad += _rows(d_kh).T @ _rows(key)
+        return d_qh @ self.W_q.data, d_kh @ self.W_k.data
+
+    def extra_repr(self):
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
+
+
+def _unit(x, eps):
+    """``x / max(|x|, eps)`` along the last axis, and the norm used."""
+    norm = xp.maximum(xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True)), eps)
+    return x / norm, norm
+
+
+def _unit_backward(d_unit, unit, norm, eps):
+    """Backward of ``u = x / max(|x|, eps)``.
+
+    Where ``|x| > eps``: ``dx = (du - u (u . du)) / |x|`` (the radial part of ``du`` is
+    removed: scaling x does not change u).  Where the norm was clamped to eps, the
+    divisor is a constant and ``dx = du / eps``.
+    """
+    radial = xp.sum(unit * d_unit, axis=-1, keepdims=True)
+    return xp.where(norm > eps, d_unit - unit * radial, d_unit) / norm
+
+
+class CosineScore(Module):
+    """Cosine similarity ``s_ij = scale * q_i . k_j / (max(|q_i|, eps) max(|k_j|, eps))``.
+
+    In ``[-scale, scale]`` and invariant to rescaling q or k.  Cosines are at most 1, so
+    a softmax over them is flat; ``scale`` (an inverse temperature, e.g. 5-20) sharpens
+    it.  Like ``torch.nn.functional.cosine_similarity``, norms below ``eps`` are clamped.
+    """
+
+    def __init__(self, eps=1e-8, scale=1.0):
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"CosineScore: 'eps' must be a positive number, got {eps!r}")
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"CosineScore: 'scale' must be a positive number, got {scale!r}")
+        self.eps, self.scale = float(eps), float(scale)
+
+    def forward(self, query, key):
+        _check_query_key(query, key, "CosineScore", same_dim=True)
+        qu, qn = _unit(query, self.eps)
+        ku, kn = _unit(key, self.eps)
+        self.cache = (qu, qn, ku, kn)
+        return self.scale * (qu @ _mT(ku))
+
+    def backward(self, grad_output):
+        qu, qn, ku, kn = self.cache
+        g = grad_output * self.scale
+        # S = Qu Ku^T, then back through each normalisation
+        dquery = _unit_backward(g @ ku, qu, qn, self.eps)
+        dkey = _unit_backward(_mT(g) @ qu, ku, kn, self.eps)
+        return dquery, dkey
+
+    def extra_repr(self):
+        return f"eps={self.eps}, scale={self.scale}"
