@@ -8,7 +8,7 @@ from .layers import AdaptiveAvgPool2d, BasicConv2d, Flatten, MaxPool2d
 BLOCKS = ("none", "se", "cbam", "eca", "pixel", "sagan")
 
 
-def make_block(name, channels, reduction=8):
+def make_block(name, channels, reduction=4):
     """The attention block ``name`` for ``channels`` feature maps (None for ``"none"``).
 
     ``"sagan"`` needs :mod:`npattention.vision.sagan`; a clear ``ImportError`` says so if it
@@ -43,7 +43,7 @@ class AttentionCNN(Module):
     and SAGAN's ``(B, N, N)`` map in ``model.last_attention``.
     """
 
-    def __init__(self, in_channels=1, n_classes=8, block="se", width=8, reduction=8):
+    def __init__(self, in_channels=1, n_classes=8, block="se", width=8, reduction=4):
         self.block_name = block
         self.features1 = [BasicConv2d(in_channels, width, 3, padding=1, batch_norm=True), MaxPool2d(2),
                           BasicConv2d(width, 2 * width, 3, padding=1, batch_norm=True)]
