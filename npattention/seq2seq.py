@@ -29,11 +29,11 @@ softmax over the real source positions) and **context** (weighted sum of encoder
 outputs).  Token conventions follow :mod:`npattention.data` (``<pad>=0, <sos>=1, <eos>=2``).
 docs/seq2seq.md derives the backward of a decoder step.
 """
+from .attention.attention import Attn
 from .backend import get_rng, xp
 from .functional import padding_mask, softmax, softmax_backward
 from .layers import Embedding, Linear, Tanh
 from .module import Module, Parameter
-from .attention.attention import Attn
 from .rnn import GRU, LSTM, GRUCell, LSTMCell, lengths_from
 from .validate import check_array, check_positive_int
 

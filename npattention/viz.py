@@ -32,7 +32,18 @@ def _as_map(a, name, where):
     return a
 
 
+def _auto_size(shape):
+    """A figure size for one (Tq, Tk) map: grows with the map, capped for large ones."""
+    tq, tk = shape
+    return min(1.5 + 0.45 * max(tk, 4), 9.0), min(0.8 + 0.4 * max(tq, 3), 7.0)
+
+
 def _ticks(ax, x_labels, y_labels):
+    from matplotlib.ticker import MaxNLocator
+
+    # positions are integers: never show ticks like 0.5 between rows
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if x_labels is not None:
         ax.set_xticks(range(len(x_labels)))
         ax.set_xticklabels(x_labels, rotation=90 if max(map(len, x_labels), default=0) > 2 else 0)
@@ -53,7 +64,7 @@ def plot_attention(weights, x_labels=None, y_labels=None, ax=None, title=None, c
     x_labels = _labels(x_labels, w.shape[1], "x_labels", "plot_attention")
     y_labels = _labels(y_labels, w.shape[0], "y_labels", "plot_attention")
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.0 + 0.45 * max(w.shape[1], 4), 0.6 + 0.4 * max(w.shape[0], 3)))
+        _, ax = plt.subplots(figsize=_auto_size(w.shape))
     im = ax.imshow(w, cmap=cmap, aspect="auto")
     ax.figure.colorbar(im, ax=ax)
     _ticks(ax, x_labels, y_labels)
@@ -86,7 +97,8 @@ def show_heatmaps(matrices, xlabel="Keys", ylabel="Queries", titles=None, x_labe
     x_labels = _labels(x_labels, tk, "x_labels", "show_heatmaps")
     y_labels = _labels(y_labels, tq, "y_labels", "show_heatmaps")
     if figsize is None:
-        figsize = (0.6 + cols * (0.8 + 0.3 * tk), 0.5 + rows * (0.6 + 0.3 * tq))
+        cell_w, cell_h = min(0.8 + 0.3 * tk, 3.2), min(0.6 + 0.3 * tq, 3.0)  # inches per map, capped
+        figsize = (min(1.2 + cols * cell_w, 16.0), min(0.6 + rows * cell_h, 12.0))
     fig, axes = plt.subplots(rows, cols, figsize=figsize, sharex=True, sharey=True, squeeze=False)
     vmin, vmax = float(m.min()), float(m.max())
     if vmin == vmax:
@@ -120,10 +132,11 @@ def plot_mask(mask, ax=None, title=None):
     if m.dtype != bool:
         raise TypeError(f"plot_mask: 'mask' must be a boolean array (True = masked out), got dtype {m.dtype}")
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.0 + 0.4 * max(m.shape[1], 4), 0.6 + 0.4 * max(m.shape[0], 3)))
+        _, ax = plt.subplots(figsize=_auto_size(m.shape))
     im = ax.imshow(m.astype(float), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
     cbar = ax.figure.colorbar(im, ax=ax, ticks=[0.0, 1.0])
     cbar.ax.set_yticklabels(["attend", "masked"])
+    _ticks(ax, None, None)
     ax.set_xlabel("keys")
     ax.set_ylabel("queries")
     if title is not None:

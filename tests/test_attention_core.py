@@ -3,13 +3,12 @@ attention and its training routes, and npattention.viz."""
 import numpy as np
 import pytest
 
-from npattention.backend import Generator, asarray, to_numpy, xp
 from npattention.attention.align import HardAlign, Reinforce, SoftmaxAlign
 from npattention.attention.attention import Attention, Attn
 from npattention.attention.context import Context
 from npattention.attention.hard_demo import train_retrieval
-from npattention.attention.scores import (AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore,
-                                          ScaledDotScore)
+from npattention.attention.scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
+from npattention.backend import asarray, to_numpy, xp
 from npattention.functional import causal_mask, padding_mask
 
 F64 = xp.float64
@@ -91,7 +90,8 @@ def test_cosine_is_invariant_to_rescaling_q_or_k(rng):
     np.testing.assert_allclose(_n(cos(q, k * 0.01)), base, rtol=1e-12)
     np.testing.assert_allclose(_n(cos(-q, k)), -base, rtol=1e-12)
     assert np.all(np.abs(base) <= 1.0 + 1e-12)
-    qn, kn = _n(q) / np.linalg.norm(_n(q), axis=-1, keepdims=True), _n(k) / np.linalg.norm(_n(k), axis=-1, keepdims=True)
+    qn = _n(q) / np.linalg.norm(_n(q), axis=-1, keepdims=True)
+    kn = _n(k) / np.linalg.norm(_n(k), axis=-1, keepdims=True)
     np.testing.assert_allclose(base, qn @ kn.transpose(0, 2, 1), rtol=1e-12)
     np.testing.assert_allclose(_n(CosineScore(scale=10.0)(q, k)), 10 * base, rtol=1e-12)
     # the gradient is orthogonal to q (moving along q does not change the cosine)
@@ -165,7 +165,7 @@ def test_attention_normal_mode_uses_keys_as_values_and_sums_both_gradients(rng):
     normal = Attention(ScaledDotScore())
     kv = Attention(ScaledDotScore())
     c1, w1 = normal(q, x)
-    c2, w2 = kv(q, x, x)
+    c2, _w2 = kv(q, x, x)
     np.testing.assert_allclose(_n(c1), _n(c2), rtol=1e-12)
     assert normal.scores.shape == (2, 3, 5) and normal.weights is w1 and normal.context is c1
     g = rng.normal((2, 3, 4), dtype=F64)
@@ -179,7 +179,7 @@ def test_attention_normal_mode_uses_keys_as_values_and_sums_both_gradients(rng):
 def test_attention_with_hard_align_uses_one_hot_weights(rng):
     q, k, v = rng.normal((2, 3, 4), dtype=F64), rng.normal((2, 5, 4), dtype=F64), rng.normal((2, 5, 2), dtype=F64)
     att = Attention(DotScore(), HardAlign("argmax"))
-    ctx, w = att(q, k, v)
+    ctx, _w = att(q, k, v)
     idx = np.argmax(_n(att.scores), axis=-1)
     np.testing.assert_array_equal(_n(ctx), np.take_along_axis(_n(v), idx[..., None], axis=1))
     with pytest.raises(RuntimeError, match="not differentiable"):
@@ -311,7 +311,7 @@ def test_hard_sample_frequencies_follow_the_softmax():
     mask = xp.asarray([False, False, False, True])
     hard = HardAlign("sample")
     n = 20000
-    w, idx, logp = hard(xp.broadcast_to(s, (n, 4)).copy(), mask=mask)
+    _w, idx, logp = hard(xp.broadcast_to(s, (n, 4)).copy(), mask=mask)
     freq = np.bincount(_n(idx), minlength=4) / n
     p = _n(hard.probs)[0]
     assert p[3] == 0.0 and freq[3] == 0.0

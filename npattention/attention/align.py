@@ -114,8 +114,8 @@ class HardAlign(Module):
         if self.mode == "argmax":
             pick = xp.where(allowed, scores, -xp.inf)
         else:
-            u = get_rng().uniform(probs.shape, 1e-12, 1.0, dtype=probs.dtype)
-            pick = xp.where(allowed, log_p - xp.log(-xp.log(u)), -xp.inf)
+            u = get_rng().uniform(probs.shape, 1e-12, 1.0, dtype=xp.float64)  # float64: u < 1 stays < 1
+            pick = xp.where(allowed, log_p - xp.log(-xp.log(u)), -xp.inf)  # Gumbel-max
         indices = xp.argmax(pick, axis=-1)
         onehot = (xp.arange(scores.shape[-1]) == indices[..., None]) & valid[..., None]
         weights = onehot.astype(scores.dtype)
@@ -163,7 +163,7 @@ class Reinforce:
             raise ValueError(f"Reinforce: 'momentum' must be a float in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
         self.normalize = bool(normalize)  # divide by the number of choices (a mean, not a sum)
-        self.baseline = None
+        self.baseline = None  # a 0-d array after the first call
 
     def grad_scores(self, reward, weights, probs, temperature=1.0):
         """``dL/dscores`` for ``L = -mean(R)`` (or ``-sum(R)`` with ``normalize=False``).
@@ -174,7 +174,7 @@ class Reinforce:
         check_array(weights, "weights", "Reinforce", shape=(..., None, None))
         check_array(probs, "probs", "Reinforce", shape=weights.shape)
         check_array(reward, "reward", "Reinforce", shape=weights.shape[:-1])
-        mean_reward = float(reward.mean())
+        mean_reward = xp.mean(reward)  # a 0-d array: no device -> host copy on CuPy
         b = mean_reward if self.baseline is None else self.baseline
         # all-masked rows have weights = probs = 0, so they contribute nothing
         grad = -((reward - b)[..., None]) * (weights - probs) / temperature

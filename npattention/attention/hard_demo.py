@@ -23,7 +23,7 @@ Training routes (plain SGD on ``W``):
 Accuracy is always measured the same way, on a held-out batch, with the *hard argmax*
 choice (the key with the best score): the fraction of queries whose retrieved label is right.
 """
-from ..backend import Generator, asarray, manual_seed, xp
+from ..backend import Generator, asarray, manual_seed, scalar, xp
 from .align import HardAlign, Reinforce, SoftmaxAlign
 from .attention import Attention
 from .scores import GeneralScore
@@ -53,7 +53,7 @@ def _accuracy(model, batch):
     q, k, v, y = batch
     scores = model.score_step(q, k)[:, 0, :]  # (B, n)
     pred = xp.argmax(v[xp.arange(v.shape[0]), xp.argmax(scores, axis=-1)], axis=-1)
-    return float(xp.mean(pred == y))
+    return scalar(xp.mean(pred == y))  # the one sync per evaluation
 
 
 def train_retrieval(mode="soft", steps=300, seed=0, n_keys=8, dim=8, batch=64, lr=None,

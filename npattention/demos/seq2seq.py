@@ -20,6 +20,8 @@ import argparse
 import os
 import time
 
+from tqdm.auto import tqdm
+
 from ..backend import manual_seed, to_numpy
 from ..checkpoint import save_checkpoint
 from ..data import Vocab, exact_match, load_task
@@ -64,11 +66,12 @@ def evaluate(model, dataset, vocab, batch_size=500, max_len=TARGET_LEN + 1):
 
 
 def train(model, train_set, val_set, vocab, epochs=3, batch_size=64, lr=0.01, clip=5.0, lr_decay=0.5, seed=0,
-          progress=True, log=print):
+          progress=True, log=tqdm.write):
     """Adam with gradient clipping, with :func:`npattention.train.fit`; the learning rate is
     multiplied by ``lr_decay`` after every epoch (so a late, large step cannot undo the fit).
     The validation exact match is computed after every epoch (``history["val_exact_match"]``)
-    and printed by ``log``.  Returns ``(history, optimizer)``."""
+    and printed by ``log`` (``tqdm.write`` keeps the progress bar intact; ``None``: silent).
+    Returns ``(history, optimizer)``."""
     loss_fn = CrossEntropyLoss(ignore_index=Vocab.PAD)
     optimizer = Adam(model.parameters(), lr=lr)
     scores = []

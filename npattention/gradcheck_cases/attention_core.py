@@ -2,13 +2,12 @@
 scores.py, align.py, context.py, attention.py).  Each module: two or more shapes,
 including a leading head axis and, where a mask applies, a masked case with an
 all-masked row."""
-from ..backend import xp
-from ..gradcheck import Case, register
 from ..attention.align import SoftmaxAlign
 from ..attention.attention import Attention, Attn
 from ..attention.context import Context
-from ..attention.scores import (AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore,
-                                ScaledDotScore)
+from ..attention.scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
+from ..backend import xp
+from ..gradcheck import Case, register
 
 
 def _qk(rng, lead, tq, tk, dq, dk):
