@@ -12,7 +12,7 @@ Shapes are written as tuples whose entries are
 * ``None`` -- any size;
 * a leading ``...`` -- any number of leading axes.
 """
-from .backend import xp
+from .backend import np, xp
 
 
 def _describe(pattern):
@@ -74,13 +74,19 @@ def check_probability(value, name, where):
     return float(value)
 
 
+def broadcast_shapes(*shapes):
+    """The broadcast of several shapes (pure shape arithmetic, done on the host, so it
+    works the same under CuPy); raises ``ValueError`` when they do not broadcast."""
+    return tuple(np.broadcast_shapes(*(tuple(s) for s in shapes)))
+
+
 def check_mask(mask, name, where, target_shape):
     """A boolean mask that broadcasts to ``target_shape`` (True = masked out)."""
     if mask is None:
         return None
     check_array(mask, name, where, dtype="bool")
     try:
-        xp.broadcast_shapes(tuple(mask.shape), tuple(target_shape))
+        broadcast_shapes(tuple(mask.shape), tuple(target_shape))
     except ValueError:
         raise ValueError(
             f"{where}: {name!r} of shape {tuple(mask.shape)} does not broadcast to the "

@@ -24,7 +24,7 @@ all-zero weights and zero gradient (never NaN).
 from ..backend import get_rng, xp
 from ..functional import softmax, softmax_backward
 from ..module import Module
-from ..validate import check_array, check_mask
+from ..validate import broadcast_shapes, check_array, check_mask
 
 
 def check_scores_mask(scores, mask, where):
@@ -34,7 +34,7 @@ def check_scores_mask(scores, mask, where):
     if mask is None:
         return
     check_mask(mask, "mask", where, scores.shape)
-    if xp.broadcast_shapes(tuple(mask.shape), tuple(scores.shape)) != tuple(scores.shape):
+    if broadcast_shapes(tuple(mask.shape), tuple(scores.shape)) != tuple(scores.shape):
         raise ValueError(
             f"{where}: 'mask' of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
             f"{tuple(scores.shape)} (it has more or larger axes)"

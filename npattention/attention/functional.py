@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from ..backend import BACKEND, get_rng, xp
 from ..functional import causal_mask
-from ..validate import check_array, check_mask, check_probability
+from ..validate import broadcast_shapes, check_array, check_mask, check_probability
 
 __all__ = ["AttentionCache", "combine_masks", "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
            "softmax_"]
@@ -61,7 +61,7 @@ class AttentionCache:
 def check_scores_mask(mask, name, where, scores_shape):
     """A boolean mask that broadcasts to ``scores_shape`` without growing it."""
     check_mask(mask, name, where, scores_shape)
-    if mask is not None and tuple(xp.broadcast_shapes(mask.shape, tuple(scores_shape))) != tuple(scores_shape):
+    if mask is not None and tuple(broadcast_shapes(mask.shape, tuple(scores_shape))) != tuple(scores_shape):
         raise ValueError(f"{where}: {name!r} of shape {tuple(mask.shape)} has more axes than the "
                          f"scores {tuple(scores_shape)}; it must broadcast to them")
     return mask
@@ -119,7 +119,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     check_array(key, "key", _WHERE, shape=(..., "S", "E"), dims=dims)
     check_array(value, "value", _WHERE, shape=(..., "S", None), dims=dims)
     try:
-        lead = xp.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        lead = broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     except ValueError:
         raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
                          f"and value {tuple(value.shape)} do not broadcast") from None

@@ -22,7 +22,7 @@ import math
 from ..backend import get_rng, xp
 from ..layers import Linear
 from ..module import Module, Parameter
-from ..validate import check_array, check_positive_int, check_probability
+from ..validate import broadcast_shapes, check_array, check_positive_int, check_probability
 from .functional import combine_masks, scaled_dot_product_attention, scaled_dot_product_attention_backward
 
 __all__ = ["MultiheadAttention"]
@@ -115,7 +115,7 @@ class MultiheadAttention(Module):
             ok = attn_mask.ndim in (2, 4)
             if ok:
                 try:
-                    ok = xp.broadcast_shapes(attn_mask.shape, (B, H, L, S)) == (B, H, L, S)
+                    ok = broadcast_shapes(attn_mask.shape, (B, H, L, S)) == (B, H, L, S)
                 except ValueError:
                     ok = False
             if not ok:
