@@ -1,10 +1,26 @@
 """npattention: attention mechanisms in NumPy, with hand-written backward passes.
 
-Start with ``docs/contract.md`` and ``notebooks/README.md``.
+Start with ``docs/contract.md`` and ``notebooks/README.md``.  The array module is chosen
+once, at import, from ``NPATTENTION_BACKEND`` (see :mod:`npattention.backend`).
 """
+from . import attention, data, functional, viz
+from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, ConcatScore, Context,
+                        CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
+                        MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
+                        scaled_dot_product_attention, scaled_dot_product_attention_backward)
 from .backend import BACKEND, get_rng, manual_seed, to_numpy, xp
+from .checkpoint import load_checkpoint, save_checkpoint
+from .functional import causal_mask, padding_mask
 from .gradcheck import check_function, gradcheck
-from .layers import Linear
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .losses import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
+from .optim import SGD, Adam, AdamW, WarmupCosine, WarmupInverseSqrt, clip_grad_norm_
+from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .seq2seq import BahdanauDecoder, Encoder, LuongDecoder, Note004Decoder, PlainDecoder, Seq2Seq
+from .train import fit
+from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,
+                          TransformerEncoder, TransformerEncoderLayer, greedy_decode)
 
 __version__ = "0.1.0"

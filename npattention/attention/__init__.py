@@ -1,1 +1,24 @@
-"""Attention: score -> align -> context, and the modules built from them."""
+"""Attention: score -> align -> context, and the modules built from them.
+
+* :mod:`.scores`   -- step 1, score functions ``(B, Tq, Dq), (B, Tk, Dk) -> (B, Tq, Tk)``
+* :mod:`.align`    -- step 2, soft (softmax) and hard alignment, REINFORCE
+* :mod:`.context`  -- step 3, the weighted sum of values
+* :mod:`.attention` -- ``Attention`` (the three steps composed) and note 004's ``Attn``
+* :mod:`.functional` -- ``scaled_dot_product_attention`` and its backward
+* :mod:`.multihead`, :mod:`.self_attention` -- multi-head, self, cross, causal, local
+"""
+from .align import HardAlign, Reinforce, SoftmaxAlign
+from .attention import Attention, Attn
+from .context import Context
+from .functional import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from .multihead import MultiheadAttention
+from .scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
+from .self_attention import CausalSelfAttention, CrossAttention, LocalSelfAttention, SelfAttention, band_mask
+
+__all__ = [
+    "DotScore", "ScaledDotScore", "GeneralScore", "ConcatScore", "AdditiveScore", "CosineScore",
+    "SoftmaxAlign", "HardAlign", "Reinforce", "Context", "Attention", "Attn",
+    "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
+    "MultiheadAttention", "SelfAttention", "CrossAttention", "CausalSelfAttention",
+    "LocalSelfAttention", "band_mask",
+]
