@@ -81,15 +81,18 @@ def broadcast_shapes(*shapes):
 
 
 def check_mask(mask, name, where, target_shape):
-    """A boolean mask that broadcasts to ``target_shape`` (True = masked out)."""
+    """A boolean mask (True = masked out) that broadcasts to ``target_shape`` without
+    growing it; ``None`` passes through."""
     if mask is None:
         return None
     check_array(mask, name, where, dtype="bool")
     try:
-        broadcast_shapes(tuple(mask.shape), tuple(target_shape))
+        fits = broadcast_shapes(tuple(mask.shape), tuple(target_shape)) == tuple(target_shape)
     except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"{where}: {name!r} of shape {tuple(mask.shape)} does not broadcast to the "
             f"scores' shape {tuple(target_shape)}"
-        ) from None
+        )
     return mask

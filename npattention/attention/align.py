@@ -24,21 +24,13 @@ all-zero weights and zero gradient (never NaN).
 from ..backend import get_rng, xp
 from ..functional import softmax, softmax_backward
 from ..module import Module
-from ..validate import broadcast_shapes, check_array, check_mask
+from ..validate import check_array, check_mask
 
 
 def check_scores_mask(scores, mask, where):
-    """Check float ``scores (..., Tq, Tk)`` and a boolean ``mask`` that broadcasts to them
-    without growing them (the broadcast shape must be the scores' shape)."""
+    """Float ``scores (..., Tq, Tk)`` and a boolean ``mask`` that broadcasts to them."""
     check_array(scores, "scores", where, shape=(..., None, None))
-    if mask is None:
-        return
     check_mask(mask, "mask", where, scores.shape)
-    if broadcast_shapes(tuple(mask.shape), tuple(scores.shape)) != tuple(scores.shape):
-        raise ValueError(
-            f"{where}: 'mask' of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
-            f"{tuple(scores.shape)} (it has more or larger axes)"
-        )
 
 
 def _check_temperature(temperature, where):

@@ -58,15 +58,6 @@ class AttentionCache:
     context: object   # (..., L, Ev): the output, for the softmax backward's row sums
 
 
-def check_scores_mask(mask, name, where, scores_shape):
-    """A boolean mask that broadcasts to ``scores_shape`` without growing it."""
-    check_mask(mask, name, where, scores_shape)
-    if mask is not None and tuple(broadcast_shapes(mask.shape, tuple(scores_shape))) != tuple(scores_shape):
-        raise ValueError(f"{where}: {name!r} of shape {tuple(mask.shape)} has more axes than the "
-                         f"scores {tuple(scores_shape)}; it must broadcast to them")
-    return mask
-
-
 def _row_max(x):
     """``x.max(axis=-1, keepdims=True)``.  On NumPy, ``fmax.reduce`` gives the same numbers
     (no NaN bookkeeping; a NaN row stays NaN after the exp anyway) about 3x faster."""
@@ -124,7 +115,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
                          f"and value {tuple(value.shape)} do not broadcast") from None
     L, S = query.shape[-2], key.shape[-2]
-    check_scores_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
+    check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
     dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)  # Python float: no upcast
     mask = combine_masks(attn_mask, causal_mask(L, S) if is_causal else None)
