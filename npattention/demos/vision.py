@@ -32,7 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--n-test", type=int, default=None, help="held-out images (default 1000, --fast 200)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
     p.add_argument("--channels", type=int, default=1, help="image channels (default 1)")
-    p.add_argument("--clutter", type=int, default=6, help="clutter fragments per image (default 6)")
+    p.add_argument("--clutter", type=int, default=10, help="clutter fragments per image (default 10)")
+    p.add_argument("--noise", type=float, default=0.3, help="std of the pixel noise (default 0.3)")
     p.add_argument("--width", type=int, default=8, help="CNN width: channels w, 2w, 2w (default 8)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -46,7 +47,7 @@ def parse_args(argv=None):
 
 def train(args, progress=True):
     """Build data and model from ``args``, train; return ``(model, history, test_data, seconds)``."""
-    data = dict(size=args.size, channels=args.channels, clutter=args.clutter)
+    data = dict(size=args.size, channels=args.channels, clutter=args.clutter, noise=args.noise)
     train_data = make_glyphs(args.n_train, seed=args.seed, **data)
     test_data = make_glyphs(args.n_test, seed=args.seed + 10_000, **data)
     manual_seed(args.seed)
@@ -200,7 +201,8 @@ def main(argv=None):
             return 2
     os.makedirs(args.out, exist_ok=True)
     print(f"glyph task: {args.n_train} training / {args.n_test} held-out images, {args.size}x{args.size}, "
-          f"{args.channels} channel(s), {len(GLYPHS)} classes; block={args.block}")
+          f"{args.channels} channel(s), {len(GLYPHS)} classes, clutter={args.clutter}, noise={args.noise}; "
+          f"block={args.block}")
     model, history, test_data, seconds = train(args)
     acc = accuracy(model, test_data)
     print(f"held-out accuracy: {acc:.3f} (block={args.block}, {args.epochs} epoch(s), "

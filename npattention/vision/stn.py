@@ -73,9 +73,16 @@ def _to_pixels(u, n, align_corners):
     """Normalised coordinate -> pixel index, and the constant slope ``d index / d u``."""
     if align_corners:
         slope = (n - 1) / 2  # -1 -> 0, +1 -> n - 1 (centres of the border pixels)
-        return (u + 1) * slope, slope
-    slope = n / 2  # -1 -> -0.5, +1 -> n - 0.5 (outer edges of the border pixels)
-    return (u + 1) * slope - 0.5, slope
+        index = (u + 1) * slope
+    else:
+        slope = n / 2  # -1 -> -0.5, +1 -> n - 0.5 (outer edges of the border pixels)
+        index = (u + 1) * slope - 0.5
+    # Rounding leaves the pixel centres of an identity grid a few ulps off the integers;
+    # snap indices that close (64 ulps per pixel) so the identity samples exactly.  The
+    # slope is unchanged, so gradients are too.
+    nearest = xp.rint(index)
+    close = xp.abs(index - nearest) <= 64 * xp.finfo(index.dtype).eps * max(n, 1)
+    return xp.where(close, nearest, index), slope
 
 
 def _bilinear_taps(grid, H, W, align_corners):
