@@ -15,12 +15,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from npattention.backend import manual_seed, np  # noqa: E402
-from npattention.losses import CrossEntropyLoss  # noqa: E402
-from npattention.optim import Adam  # noqa: E402
-from npattention.train import accuracy, fit  # noqa: E402
-from npattention.vision.data import GLYPHS, make_glyphs  # noqa: E402
-from npattention.vision.models import BLOCKS, AttentionCNN  # noqa: E402
+from npattention.backend import manual_seed, np
+from npattention.losses import CrossEntropyLoss
+from npattention.optim import Adam
+from npattention.train import accuracy, fit
+from npattention.vision.data import GLYPHS, make_glyphs
+from npattention.vision.models import BLOCKS, AttentionCNN
 
 
 def run(block, seed, args, train_data, test_data):
@@ -58,7 +58,7 @@ def main(argv=None):
     for block in blocks:
         accs, times = [], []
         for seed in range(args.seeds):
-            data = dict(size=args.size, channels=args.channels, clutter=args.clutter, noise=args.noise)
+            data = {"size": args.size, "channels": args.channels, "clutter": args.clutter, "noise": args.noise}
             train_data = make_glyphs(args.n_train, seed=seed, **data)
             test_data = make_glyphs(args.n_test, seed=1000 + seed, **data)
             acc, sec, n_params = run(block, seed, args, train_data, test_data)

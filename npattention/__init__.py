@@ -3,7 +3,7 @@
 Start with ``docs/contract.md`` and ``notebooks/README.md``.  The array module is chosen
 once, at import, from ``NPATTENTION_BACKEND`` (see :mod:`npattention.backend`).
 """
-from . import attention, data, functional, viz
+from . import attention, data, functional, vision, viz
 from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, ConcatScore, Context,
                         CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
                         MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
@@ -20,6 +20,9 @@ from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .seq2seq import BahdanauDecoder, Encoder, LuongDecoder, Note004Decoder, PlainDecoder, Seq2Seq
 from .train import fit
+from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
+                     PixelAttention, SEBasicBlock, SEBlock, SEInception, SelfAttention2d, SpatialTransformer,
+                     affine_grid, grid_sample)
 from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer, greedy_decode)
 

@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 
 from npattention.backend import to_numpy, xp
-from npattention.vision.channel import (CBAM, ECA, ChannelAttention, PixelAttention, SEBasicBlock, SEBlock,
-                                        SEInception, SpatialAttention, eca_kernel_size)
+from npattention.vision.channel import (
+    CBAM,
+    ECA,
+    ChannelAttention,
+    PixelAttention,
+    SEBasicBlock,
+    SEBlock,
+    SEInception,
+    SpatialAttention,
+    eca_kernel_size,
+)
 
 
 def sigmoid(z):
@@ -66,7 +75,7 @@ def test_channel_and_spatial_attention_return_gates_like_the_notes(rng):
     x = rng.normal((2, 16, 4, 4), dtype=xp.float64)
     xn = to_numpy(x)
     w1, w2 = to_numpy(ca.fc1.weight.data)[:, :, 0, 0], to_numpy(ca.fc2.weight.data)[:, :, 0, 0]
-    mlp = lambda v: np.maximum(v @ w1.T, 0) @ w2.T  # noqa: E731
+    mlp = lambda v: np.maximum(v @ w1.T, 0) @ w2.T
     expected = sigmoid(mlp(xn.mean(axis=(2, 3))) + mlp(xn.max(axis=(2, 3))))
     np.testing.assert_allclose(to_numpy(ca(x))[:, :, 0, 0], expected, rtol=1e-12)
 
@@ -111,7 +120,7 @@ def test_se_resnet_and_inception_shapes(rng):
     inc = SEInception(8, 4, 4, 8, 2, 2, 2, reduction=4)
     out = inc(rng.normal((2, 8, 6, 6)))
     assert out.shape == (2, 16, 6, 6)
-    assert inc.se.last_gate.shape == (2, 16)
+    assert inc.last_gate.shape == (2, 16) and block.last_gate.shape == (2, 16)
 
 
 def test_se_on_the_residual_branch_before_the_addition(rng):

@@ -4,14 +4,23 @@ import pytest
 
 from npattention.backend import to_numpy, xp
 from npattention.vision.data import GLYPHS, make_glyphs
-from npattention.vision.layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm2d, Conv1d, Conv2d, Flatten,
-                                       MaxPool2d, col2im, im2col)
+from npattention.vision.layers import (
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    Flatten,
+    MaxPool2d,
+    col2im,
+    im2col,
+)
 
 
 def conv2d_loop(x, w, b, stride, padding, dilation):
     """The textbook definition: one output pixel at a time."""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    B, C, H, W = x.shape
+    B, _, H, W = x.shape
     O, _, kh, kw = w.shape
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
@@ -158,7 +167,7 @@ def test_bad_input_errors(rng):
 
 def test_make_glyphs_is_deterministic_and_balanced():
     x, y = make_glyphs(400, size=20, seed=3)
-    x2, y2 = make_glyphs(400, size=20, seed=3)
+    x2, _ = make_glyphs(400, size=20, seed=3)
     assert x.shape == (400, 1, 20, 20) and x.dtype == xp.float32 and y.dtype == xp.int64
     np.testing.assert_array_equal(to_numpy(x), to_numpy(x2))
     counts = np.bincount(to_numpy(y), minlength=len(GLYPHS))

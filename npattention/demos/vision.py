@@ -24,11 +24,11 @@ from ..vision.models import BLOCKS, AttentionCNN
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m npattention demo vision", description=__doc__.split("\n")[0])
     p.add_argument("--block", choices=BLOCKS, default="cbam", help="attention block inside the CNN (default cbam)")
-    p.add_argument("--fast", action="store_true", help="tiny data and one short epoch (a smoke run)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 6, --fast 1)")
+    p.add_argument("--fast", action="store_true", help="small data, two short epochs (a smoke run of a few seconds)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 6, --fast 2)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, weights and batch order")
     p.add_argument("--out", default=os.path.join("npattention-output", "vision"), help="output folder")
-    p.add_argument("--n-train", type=int, default=None, help="training images (default 4000, --fast 600)")
+    p.add_argument("--n-train", type=int, default=None, help="training images (default 4000, --fast 1000)")
     p.add_argument("--n-test", type=int, default=None, help="held-out images (default 1000, --fast 200)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
     p.add_argument("--channels", type=int, default=1, help="image channels (default 1)")
@@ -39,15 +39,15 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     args = p.parse_args(argv)
-    args.epochs = args.epochs or (1 if args.fast else 6)
-    args.n_train = args.n_train or (600 if args.fast else 4000)
+    args.epochs = args.epochs or (2 if args.fast else 6)
+    args.n_train = args.n_train or (1000 if args.fast else 4000)
     args.n_test = args.n_test or (200 if args.fast else 1000)
     return args
 
 
 def train(args, progress=True):
     """Build data and model from ``args``, train; return ``(model, history, test_data, seconds)``."""
-    data = dict(size=args.size, channels=args.channels, clutter=args.clutter, noise=args.noise)
+    data = {"size": args.size, "channels": args.channels, "clutter": args.clutter, "noise": args.noise}
     train_data = make_glyphs(args.n_train, seed=args.seed, **data)
     test_data = make_glyphs(args.n_test, seed=args.seed + 10_000, **data)
     manual_seed(args.seed)
@@ -88,13 +88,12 @@ def _overlay_grid(images, maps, labels, preds, title, path, n=8):
     import matplotlib.pyplot as plt
 
     n = min(n, len(images))
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6))
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2))
     for i in range(n):
         axes[0, i].imshow(images[i], cmap="gray")
         axes[0, i].set_title(f"{GLYPHS[labels[i]]}\n-> {GLYPHS[preds[i]]}", fontsize=7)
-        axes[1, i].imshow(images[i], cmap="gray")
-        axes[1, i].imshow(maps[i], cmap="jet", alpha=0.5, extent=(-0.5, images.shape[2] - 0.5,
-                                                                  images.shape[1] - 0.5, -0.5))
+        axes[1, i].imshow(maps[i], cmap="viridis")         # own colour scale per image: see the title
+        axes[1, i].set_title(f"gate {maps[i].min():.2f}..{maps[i].max():.2f}", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -121,7 +120,7 @@ def _channel_weights_figure(table, title, path):
 def _sagan_figure(image, attention, queries, path):
     import matplotlib.pyplot as plt
 
-    h = w = int(round(attention.shape[-1] ** 0.5))
+    h = w = round(attention.shape[-1] ** 0.5)
     S = image.shape[0]
     fig, axes = plt.subplots(1, len(queries) + 1, figsize=(2.2 * (len(queries) + 1), 2.4))
     axes[0].imshow(image, cmap="gray")
@@ -164,7 +163,7 @@ def save_figures(model, history, test_data, out):
     files.append("loss.png")
 
     if "spatial" in maps:
-        _overlay_grid(imgs, maps["spatial"], labels, preds, "CBAM spatial attention (red = kept)",
+        _overlay_grid(imgs, maps["spatial"], labels, preds, "CBAM spatial gate (bright = kept)",
                       os.path.join(out, "cbam_spatial.png"))
         files.append("cbam_spatial.png")
     if "pixel" in maps:
@@ -178,7 +177,7 @@ def save_figures(model, history, test_data, out):
                                 os.path.join(out, name))
         files.append(name)
     if "attention" in maps:
-        h = int(round(maps["attention"].shape[-1] ** 0.5))
+        h = round(maps["attention"].shape[-1] ** 0.5)
         k = int(np.argmax(preds == labels)) if (preds == labels).any() else 0
         queries = [(h // 2, h // 2), (h // 4, h // 2), (1, 1), (h - 2, h - 2)]
         _sagan_figure(imgs[k], maps["attention"][k], queries, os.path.join(out, "sagan_attention.png"))

@@ -1,7 +1,15 @@
 """Cases for the channel-attention blocks (npattention/vision/channel.py)."""
 from ..gradcheck import Case, register
-from ..vision.channel import (CBAM, ECA, ChannelAttention, PixelAttention, SEBasicBlock, SEBlock, SEInception,
-                              SpatialAttention)
+from ..vision.channel import (
+    CBAM,
+    ECA,
+    ChannelAttention,
+    PixelAttention,
+    SEBasicBlock,
+    SEBlock,
+    SEInception,
+    SpatialAttention,
+)
 
 
 @register("SEBlock")

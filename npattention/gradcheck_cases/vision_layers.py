@@ -1,7 +1,15 @@
 """Cases for the convolutional substrate (npattention/vision/layers.py)."""
 from ..gradcheck import Case, register
-from ..vision.layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, BasicConv2d, BatchNorm2d, Conv1d, Conv2d, Flatten,
-                             MaxPool2d)
+from ..vision.layers import (
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    BasicConv2d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    Flatten,
+    MaxPool2d,
+)
 
 
 @register("Conv2d")

@@ -15,3 +15,11 @@
   block (``none``, ``se``, ``cbam``, ``eca``, ``pixel``, ``sagan``) for the demo,
   benchmark and notebooks (trained with :func:`npattention.train.fit`).
 """
+from .channel import CBAM, ECA, ChannelAttention, PixelAttention, SEBasicBlock, SEBlock, SEInception, SpatialAttention, eca_kernel_size
+from .data import GLYPHS, make_glyphs
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, BasicConv2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
+                     col2im, im2col)
+from .models import AttentionCNN
+from .sagan import SelfAttention2d
+from .stn import (AffineGrid, GridSample, SpatialTransformer, affine_grid, affine_grid_backward, grid_sample,
+                  grid_sample_backward)

@@ -20,8 +20,17 @@ from ..backend import xp
 from ..layers import Linear
 from ..module import Module
 from ..validate import check_positive_int
-from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, BasicConv2d, BatchNorm2d, Conv1d, Conv2d, MaxPool2d,
-                     _check_map, downsample as _make_downsample)
+from .layers import (
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    BasicConv2d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    MaxPool2d,
+    _check_map,
+)
+from .layers import downsample as _make_downsample
 
 
 def _sigmoid(z):
@@ -97,19 +106,26 @@ class SEBasicBlock(Module):
         where = "SEBasicBlock"
         check_positive_int(inplanes, "inplanes", where)
         check_positive_int(planes, "planes", where)
+        if downsample is False:
+            downsample = None
         if downsample is True:
             downsample = _make_downsample(inplanes, planes, stride)
         elif downsample is None and (stride != 1 or inplanes != planes):
             raise ValueError(f"{where}: with stride={stride} and inplanes={inplanes} != planes={planes} the identity "
                              "shortcut does not fit the residual branch; pass downsample=True")
-        elif downsample is not None and downsample is not False and not isinstance(downsample, Module):
+        elif downsample is not None and not isinstance(downsample, Module):
             raise TypeError(f"{where}: 'downsample' must be None, True or a Module, got {type(downsample).__name__}")
         self.conv1 = Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = BatchNorm2d(planes)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = BatchNorm2d(planes)
         self.se = SEBlock(planes, reduction)
-        self.downsample = None if downsample is False else downsample
+        self.downsample = downsample
+
+    @property
+    def last_gate(self):
+        """The SE gates ``(B, planes)`` of the last forward."""
+        return self.se.last_gate
 
     def forward(self, x):
         h = self.bn1(self.conv1(x))
@@ -145,6 +161,11 @@ class SEInception(Module):
         self.branch4 = [MaxPool2d(3, stride=1, padding=1), BasicConv2d(in_channels, pool_proj, 1)]
         self.splits = (ch1x1, ch3x3, ch5x5, pool_proj)
         self.se = SEBlock(sum(self.splits), reduction)
+
+    @property
+    def last_gate(self):
+        """The SE gates ``(B, C_out)`` of the last forward."""
+        return self.se.last_gate
 
     def _branches(self):
         return (self.branch1, self.branch2, self.branch3, self.branch4)

@@ -84,7 +84,7 @@ def _segment_clutter(rng, n, k, size):
     return (hit * level[..., None, None]).max(axis=1).astype(DEFAULT_DTYPE)
 
 
-def make_glyphs(n, size=28, channels=1, n_classes=len(GLYPHS), clutter=4, noise=0.15, distort=False,
+def make_glyphs(n, size=28, channels=1, n_classes=8, clutter=4, noise=0.15, distort=False,
                 scale=0.55, seed=0, return_theta=False):
     """``n`` images of glyphs on noisy, cluttered backgrounds, and their labels.
 

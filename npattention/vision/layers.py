@@ -346,7 +346,7 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", xp.ones(num_features, dtype=xp.float32))
 
     def forward(self, x):
-        B, C, H, W = _check_map(x, "BatchNorm2d", self.num_features)
+        B, _, H, W = _check_map(x, "BatchNorm2d", self.num_features)
         if self.training:
             n = B * H * W
             if n < 2:
