@@ -26,7 +26,7 @@ For a 1-pixel axis both place the pixel at ``0`` (as PyTorch does).
 """
 from ..backend import add_at, xp
 from ..layers import Linear
-from ..module import Module, Parameter
+from ..module import Module
 from ..validate import check_array, check_positive_int
 
 _IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
