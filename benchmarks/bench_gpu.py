@@ -156,10 +156,11 @@ def main():
     print(f"best of {args.repeat} runs after one warm-up; forward + backward (+ Adam step for the Transformer)")
     names = list(results)
     keys = list(dict.fromkeys(k for r in results.values() for k in r))
-    print(f"{'case':<32}" + "".join(f"{n + ' ms':>14}" for n in names) + (f"{'numpy/cupy':>12}" if {"numpy", "cupy"} <= set(names) else ""))
+    both = {"numpy", "cupy"} <= set(names)
+    print(f"{'case':<32}" + "".join(f"{n + ' ms':>14}" for n in names) + (f"{'numpy/cupy':>12}" if both else ""))
     for k in keys:
         line = f"{k:<32}" + "".join(f"{results[n][k] * 1e3:>14.2f}" if k in results[n] else f"{'-':>14}" for n in names)
-        if {"numpy", "cupy"} <= set(names) and k in results["numpy"] and k in results["cupy"]:
+        if both and k in results["numpy"] and k in results["cupy"]:
             line += f"{results['numpy'][k] / results['cupy'][k]:>11.1f}x"
         print(line)
     if args.json:

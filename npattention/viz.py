@@ -39,11 +39,13 @@ def _auto_size(shape):
 
 
 def _ticks(ax, x_labels, y_labels):
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FixedLocator, MaxNLocator
 
-    # positions are integers: never show ticks like 0.5 between rows
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    # positions are integers: never show ticks like 0.5 between rows.  A shared axis that
+    # already carries token labels (a FixedLocator) keeps them.
+    for axis in (ax.xaxis, ax.yaxis):
+        if not isinstance(axis.get_major_locator(), FixedLocator):
+            axis.set_major_locator(MaxNLocator(integer=True))
     if x_labels is not None:
         ax.set_xticks(range(len(x_labels)))
         ax.set_xticklabels(x_labels, rotation=90 if max(map(len, x_labels), default=0) > 2 else 0)

@@ -395,3 +395,12 @@ def test_viz_functions_draw_labelled_maps_with_colorbars(rng):
     with pytest.raises(TypeError, match="'mask' must be a boolean"):
         viz.plot_mask(xp.zeros((3, 3)))
     plt.close("all")
+
+
+def test_show_heatmaps_keeps_every_token_label_on_shared_axes():
+    from npattention import viz
+
+    maps = np.random.default_rng(0).random((2, 3, 11, 12))
+    fig = viz.show_heatmaps(maps, x_labels=list("abcdefghijkl"), y_labels=list("ABCDEFGHIJK"))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list("ABCDEFGHIJK")
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == list("abcdefghijkl")

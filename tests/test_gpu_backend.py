@@ -25,7 +25,7 @@ import types
 import numpy as np
 import pytest
 
-from npattention import backend, conformance
+from npattention import backend
 from npattention.checkpoint import load_checkpoint, save_checkpoint
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "npattention"
@@ -431,7 +431,8 @@ class DeviceLike(np.ndarray):
 
     @staticmethod
     def _is_mask(index):
-        return any(isinstance(i, np.ndarray) and i.dtype == bool for i in (index if isinstance(index, tuple) else (index,)))
+        items = index if isinstance(index, tuple) else (index,)
+        return any(isinstance(i, np.ndarray) and i.dtype == bool for i in items)
 
     def __getitem__(self, index):
         if self._is_mask(index):
@@ -454,7 +455,7 @@ def _syncs_of_registered_cases():
     from npattention.gradcheck import _first, registered
 
     events = []
-    for name, make in registered().items():
+    for make in registered().values():
         backend.manual_seed(0)
         for case in make(backend.Generator(0)):
             m = case.module
