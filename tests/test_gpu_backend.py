@@ -271,8 +271,6 @@ ALLOWED_SYNCS = {
     "seq2seq.py:_Decoder.greedy": "decoding stops when every row has produced <eos>",
     "transformer.py:greedy_decode": "decoding stops when every row has produced <eos>",
     "module.py:Module.load_state_dict": "host arrays of a checkpoint move to the device",
-    # KNOWN, fix proposed: keep the moving-average baseline as a 0-d device array
-    "attention/align.py:Reinforce.grad_scores": "reads the mean reward once per REINFORCE step",
     # KNOWN: boolean-mask assignment syncs on CuPy (it counts the True entries first);
     # the fix is ``xp.copyto(row_max, 0.0, where=...)`` -- see docs/gpu.md.  Remove when fixed.
     "attention/functional.py:softmax_": "known, fix proposed",
