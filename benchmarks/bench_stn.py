@@ -24,11 +24,15 @@ def _parse():
 
 
 def _best(fn, repeat):
+    from npattention.backend import synchronize  # imported late: --threads must act first
+
     fn()
+    synchronize()
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
+        synchronize()  # on a GPU, wait for the queued work before reading the clock
         best = min(best, time.perf_counter() - t0)
     return best
 

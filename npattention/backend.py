@@ -110,6 +110,12 @@ def scalar(a):
     return float(a)
 
 
+def synchronize():
+    """Wait until queued GPU work is done (for timing); a no-op on NumPy."""
+    if BACKEND == "cupy":
+        xp.cuda.Device().synchronize()
+
+
 # ---------------------------------------------------------------- CuPy/NumPy differences
 def add_at(target, indices, values):
     """In-place ``target[indices] += values`` that adds repeated indices up
@@ -157,6 +163,12 @@ class Generator:
     def choice(self, n, size=None, replace=True, p=None):
         p = None if p is None else to_numpy(p)
         return xp.asarray(self._gen.choice(n, size=size, replace=replace, p=p))
+
+    def keep_mask(self, size, p, dtype=None):
+        """Dropout keep-mask, True with probability ``1 - p``.  Drawn on the host like every
+        draw (so identical on NumPy and CuPy) and moved as booleans, 1 byte per entry."""
+        u = self._gen.random(size).astype(DEFAULT_DTYPE if dtype is None else dtype)
+        return xp.asarray(u >= p)
 
     @property
     def host(self):

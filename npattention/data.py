@@ -302,6 +302,8 @@ class SeqDataset:
         self.sources, self.targets, self.vocab = list(sources), list(targets), vocab
         self.src, self.src_lengths = encode_sources(self.sources, vocab)
         self.tgt_in, self.tgt_out, self.tgt_lengths = encode_targets(self.targets, vocab)
+        # host copies, so that trimming a batch reads no values back from a GPU
+        self._src_len_host, self._tgt_len_host = to_numpy(self.src_lengths), to_numpy(self.tgt_lengths)
 
     def __len__(self):
         return len(self.sources)
@@ -312,8 +314,8 @@ class SeqDataset:
         host_idx = [int(i) for i in to_numpy(idx).reshape(-1)]
         rows = xp.asarray(host_idx, dtype=xp.int64)
         src_len, tgt_len = self.src_lengths[rows], self.tgt_lengths[rows]
-        S = int(src_len.max()) if len(host_idx) else 0  # trim to the batch's longest row
-        T = int(tgt_len.max()) if len(host_idx) else 0
+        S = int(self._src_len_host[host_idx].max()) if host_idx else 0  # trim to the longest row
+        T = int(self._tgt_len_host[host_idx].max()) if host_idx else 0
         return SeqBatch(self.src[rows, :S], src_len, self.tgt_in[rows, :T], self.tgt_out[rows, :T],
                         tgt_len, [self.sources[i] for i in host_idx], [self.targets[i] for i in host_idx])
 

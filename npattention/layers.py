@@ -197,7 +197,7 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self.cache = None  # identity
             return x
-        keep = get_rng().random(x.shape, dtype=x.dtype) >= self.p  # True with probability 1-p
+        keep = get_rng().keep_mask(x.shape, self.p, dtype=x.dtype)  # True with probability 1-p
         scale = keep.astype(x.dtype) / (1.0 - self.p)
         self.cache = scale
         return x * scale

@@ -247,7 +247,7 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, eps=1e-6):
     if not norm_type >= 1:
         raise ValueError(f"clip_grad_norm_: 'norm_type' must be >= 1 or inf, got {norm_type!r}")
     if math.isinf(norm_type):
-        total = max(float(xp.max(xp.abs(p.grad))) for p in params)
+        total = float(xp.max(xp.stack([xp.max(xp.abs(p.grad)) for p in params])))  # one read-back
     else:
         per_param = xp.stack([xp.sum(xp.abs(p.grad.astype(xp.float64)) ** norm_type) for p in params])
         total = float(xp.sum(per_param)) ** (1.0 / norm_type)

@@ -267,7 +267,7 @@ def lengths_from(lengths, mask, B, T, where):
     if lengths is None:
         return xp.full((B,), T, dtype=xp.int64)
     check_array(lengths, "lengths", where, shape=(B,), dtype="int")
-    if bool(xp.any(lengths < 1)) or bool(xp.any(lengths > T)):
+    if bool(xp.any((lengths < 1) | (lengths > T))):  # one read-back, not two
         raise ValueError(f"{where}: 'lengths' must lie in [1, T={T}], got min {int(lengths.min())}, "
                          f"max {int(lengths.max())}")
     return lengths

@@ -91,10 +91,10 @@ def accuracy(model, data, batch_size=1024):
     correct = total = 0
     for xb, yb in batches((X, y), batch_size):
         pred = xp.argmax(model(xb), axis=-1)
-        correct += int(xp.sum(pred == yb))
+        correct = correct + xp.sum(pred == yb)  # summed on the device, read once below
         total += int(yb.size)
     model.train(was_training)
-    return correct / max(total, 1)
+    return float(correct) / max(total, 1)
 
 
 def _loss_step(model, loss_fn):
@@ -117,10 +117,10 @@ def _mean_loss(model, loss_fn, data, batch_size):
     total = count = 0.0
     for *inputs, target in batches(data, batch_size):
         n = int(target.shape[0])
-        total += float(loss_fn(model(*inputs), target)) * n
+        total = total + loss_fn(model(*inputs), target) * n  # on the device, read once below
         count += n
     model.train(was_training)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 def fit(model, loss_fn=None, optimizer=None, data=None, epochs=1, batch_size=32, *,

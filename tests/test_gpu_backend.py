@@ -271,9 +271,6 @@ ALLOWED_SYNCS = {
     "seq2seq.py:_Decoder.greedy": "decoding stops when every row has produced <eos>",
     "transformer.py:greedy_decode": "decoding stops when every row has produced <eos>",
     "module.py:Module.load_state_dict": "host arrays of a checkpoint move to the device",
-    # KNOWN: boolean-mask assignment syncs on CuPy (it counts the True entries first);
-    # the fix is ``xp.copyto(row_max, 0.0, where=...)`` -- see docs/gpu.md.  Remove when fixed.
-    "attention/functional.py:softmax_": "known, fix proposed",
 }
 
 _TO_PYTHON = {"float", "int", "bool"}
@@ -482,7 +479,6 @@ ALLOWED_RUNTIME_SYNCS = {
     "layers.py:Embedding.forward",          # ids range check
     "losses.py:CrossEntropyLoss.forward",   # target range check
     "rnn.py:lengths_from",                  # lengths / mask validation
-    "attention/functional.py:softmax_",     # KNOWN, fix proposed: boolean-mask assignment
 }
 
 

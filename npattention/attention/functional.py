@@ -76,12 +76,12 @@ def softmax_(scores, mask=None):
         xp.copyto(scores, -xp.inf, where=mask)         # exp(-inf) = 0 below
     row_max = _row_max(scores)
     if mask is not None:
-        row_max[~xp.isfinite(row_max)] = 0.0           # all-masked rows stay -inf -> 0
+        xp.copyto(row_max, 0.0, where=~xp.isfinite(row_max))  # all-masked rows: -inf -> 0
     scores -= row_max                                  # stable: every exponent <= 0
     xp.exp(scores, out=scores)
     total = scores.sum(axis=-1, keepdims=True)
     if mask is not None:
-        total[total == 0] = 1.0
+        xp.copyto(total, 1.0, where=total == 0)        # (no boolean indexing: no GPU sync)
     scores *= 1.0 / total
     return scores
 
@@ -129,7 +129,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     keep = None
     attn = weights
     if training and dropout_p > 0.0:
-        keep = get_rng().random(weights.shape) >= dropout_p
+        keep = get_rng().keep_mask(weights.shape, dropout_p)
         attn = weights * keep
         attn *= 1.0 / (1.0 - dropout_p)                # inverted dropout: same expectation
     # 3. context: weighted sum of the values
