@@ -55,6 +55,15 @@ def _load_cupy():
     return cupy
 
 
+def cupy_available():
+    """True when CuPy imports and a CUDA device answers (whatever backend is active)."""
+    try:
+        _load_cupy()
+        return True
+    except BackendError:
+        return False
+
+
 def select_backend(name):
     """Return ``(name, array_module)`` for a backend name; used once at import."""
     name = (name or "numpy").strip().lower()

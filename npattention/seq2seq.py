@@ -167,7 +167,8 @@ class _Decoder(Module):
 
     * ``_memory(enc_out, h0, src_mask) -> mem``: what is computed once per sequence;
     * ``_step(emb_t, state, mem) -> (feat_t, weights_t, new_state, cache)``;
-    * ``_head(feat) -> logits``: the output layers (run once over all steps in training);
+    * ``_head(feat) -> logits``: the output layers (run once over all steps in training;
+      by default the ``Linear`` ``self.out``);
     * the matching ``_head_backward``, ``_step_backward``, ``_memory_backward``.
     """
 
@@ -181,6 +182,12 @@ class _Decoder(Module):
         self.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
         self.enc_dim = check_positive_int(enc_dim, "enc_dim", name)
         self.embedding = Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+
+    def _head(self, feat):
+        return self.out(feat)
+
+    def _head_backward(self, d_logits):
+        return self.out.backward(d_logits)
 
     def _make_cell(self, input_size):
         return CELLS[self.cell_kind][1](input_size, self.hidden_size)
@@ -319,12 +326,6 @@ class BahdanauDecoder(_Decoder):
         new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, ctx], axis=-1), state)
         feat = xp.concatenate([new_state[0], ctx], axis=-1)  # (B, H + E) for the output layer
         return feat, w, new_state, {"state": state, "q": q_cache, "hid": hid, "w": w, "cell": cell_cache}
-
-    def _head(self, feat):
-        return self.out(feat)
-
-    def _head_backward(self, d_logits):
-        return self.out.backward(d_logits)
 
     def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
         H, E = self.hidden_size, self.embed_dim
@@ -511,12 +512,6 @@ class Note004Decoder(_Decoder):
         S = mem["enc_out"].shape[1]
         return new_state[0], w[:, 0, :S], new_state, {"state": state, "attn": attn_cache, "x": x, "cell": cell_cache}
 
-    def _head(self, feat):
-        return self.out(feat)
-
-    def _head_backward(self, d_logits):
-        return self.out.backward(d_logits)
-
     def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
         d_state = (d_state[0] + d_feat, *d_state[1:])
         d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
@@ -557,12 +552,6 @@ class PlainDecoder(_Decoder):
         ctx = mem["ctx"]
         new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, ctx], axis=-1), state)
         return xp.concatenate([new_state[0], ctx], axis=-1), None, new_state, {"state": state, "cell": cell_cache}
-
-    def _head(self, feat):
-        return self.out(feat)
-
-    def _head_backward(self, d_logits):
-        return self.out.backward(d_logits)
 
     def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
         H, E = self.hidden_size, self.embed_dim

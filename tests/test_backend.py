@@ -35,25 +35,17 @@ def _select_in_subprocess(value):
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
-def _cupy_usable():
-    try:
-        backend._load_cupy()
-        return True
-    except backend.BackendError:
-        return False
-
-
 def test_default_backend_is_numpy():
     assert _select_in_subprocess("numpy").stdout.strip() == "numpy"
     assert backend.select_backend(None)[0] == "numpy"
 
 
-@pytest.mark.skipif(_cupy_usable(), reason="CuPy and a device are present here")
+@pytest.mark.skipif(backend.cupy_available(), reason="CuPy and a device are present here")
 def test_auto_falls_back_to_numpy_without_cupy():
     assert _select_in_subprocess("auto").stdout.strip() == "numpy"
 
 
-@pytest.mark.skipif(_cupy_usable(), reason="CuPy and a device are present here")
+@pytest.mark.skipif(backend.cupy_available(), reason="CuPy and a device are present here")
 def test_cupy_without_cupy_fails_with_clear_message():
     result = _select_in_subprocess("cupy")
     assert result.returncode != 0

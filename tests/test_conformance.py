@@ -13,15 +13,7 @@ import pytest
 from npattention import backend, conformance
 
 
-def _cupy_works():
-    try:
-        backend._load_cupy()
-        return True
-    except backend.BackendError:
-        return False
-
-
-gpu = pytest.mark.skipif(not _cupy_works(), reason="needs CuPy and a CUDA device")
+gpu = pytest.mark.skipif(not backend.cupy_available(), reason="needs CuPy and a CUDA device")
 
 
 def _dump(tmp_path, name, backend_name, *extra):

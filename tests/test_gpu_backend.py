@@ -32,15 +32,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "npattention"
 ROOT = PACKAGE.parent
 
 
-def _cupy_works():
-    try:
-        backend._load_cupy()
-        return True
-    except backend.BackendError:
-        return False
-
-
-needs_gpu = pytest.mark.skipif(not _cupy_works(), reason="needs CuPy and a CUDA device")
+needs_gpu = pytest.mark.skipif(not backend.cupy_available(), reason="needs CuPy and a CUDA device")
 
 # Put in front of a child's code: ``import cupy`` then raises ImportError, as on a
 # machine without CuPy, even where CuPy is installed.
