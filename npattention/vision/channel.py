@@ -30,6 +30,7 @@ from .layers import (
     MaxPool2d,
     _check_map,
 )
+from .layers import _onehot_argmax
 from .layers import downsample as _make_downsample
 
 
@@ -254,7 +255,7 @@ class SpatialAttention(Module):
     def forward(self, x):
         _check_map(x, "SpatialAttention")
         avg = x.mean(axis=1, keepdims=True)
-        is_max = _argmax_mask(x, axis=1)
+        is_max = _onehot_argmax(x, axis=1)
         mx = x.max(axis=1, keepdims=True)
         gate = _sigmoid(self.conv1(xp.concatenate([avg, mx], axis=1)))
         self.cache = (x.shape[1], is_max, gate)
@@ -269,13 +270,6 @@ class SpatialAttention(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}"
-
-
-def _argmax_mask(x, axis):
-    idx = xp.expand_dims(xp.argmax(x, axis=axis), axis)
-    shape = [1] * x.ndim
-    shape[axis] = x.shape[axis]
-    return xp.arange(x.shape[axis]).reshape(shape) == idx
 
 
 class CBAM(Module):
