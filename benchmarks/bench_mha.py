@@ -53,8 +53,8 @@ def best_and_median(times):
 def textbook_sdpa(xp, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, training=True):
     """The straightforward version (no dropout): scores scaled after the product, the shared
     out-of-place ``functional.softmax`` / ``softmax_backward``.  Same numbers, more memory traffic."""
-    from npattention.attention.functional import AttentionCache
-    from npattention.functional import softmax
+    from npattention.attention.sdpa import AttentionCache
+    from npattention.softmax import softmax
 
     scale = 1.0 / query.shape[-1] ** 0.5
     scores = query @ xp.swapaxes(key, -1, -2) * scale
@@ -64,7 +64,7 @@ def textbook_sdpa(xp, query, key, value, attn_mask=None, dropout_p=0.0, is_causa
 
 
 def textbook_sdpa_backward(xp, grad_output, cache):
-    from npattention.functional import softmax_backward
+    from npattention.softmax import softmax_backward
 
     dv = xp.swapaxes(cache.attn, -1, -2) @ grad_output
     dweights = grad_output @ xp.swapaxes(cache.value, -1, -2)

@@ -19,7 +19,7 @@ from npattention.backend import manual_seed, np
 from npattention.losses import CrossEntropyLoss
 from npattention.optim import Adam
 from npattention.train import accuracy, fit
-from npattention.vision.data import GLYPHS, make_glyphs
+from npattention.data.glyphs import GLYPHS, make_glyphs
 from npattention.vision.models import BLOCKS, AttentionCNN
 
 

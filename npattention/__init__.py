@@ -3,14 +3,14 @@
 Start with ``docs/contract.md`` and ``notebooks/README.md``.  The array module is chosen
 once, at import, from ``NPATTENTION_BACKEND`` (see :mod:`npattention.backend`).
 """
-from . import attention, data, functional, vision, viz
+from . import attention, data, masks, softmax, vision, viz
 from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, ConcatScore, Context,
                         CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
                         MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
                         scaled_dot_product_attention, scaled_dot_product_attention_backward)
 from .backend import BACKEND, get_rng, manual_seed, to_numpy, xp
 from .checkpoint import load_checkpoint, save_checkpoint
-from .functional import causal_mask, padding_mask
+from .masks import causal_mask, padding_mask
 from .gradcheck import check_function, gradcheck
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from .losses import CrossEntropyLoss, MSELoss

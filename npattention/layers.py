@@ -19,7 +19,7 @@ backward are in ``docs/layers.md``; the rules all layers follow are in ``docs/co
 import math
 
 from .backend import DEFAULT_DTYPE, add_at, get_rng, xp
-from .functional import log_softmax, log_softmax_backward, softmax, softmax_backward
+from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 from .module import Module, Parameter
 from .validate import check_array, check_positive_int, check_probability
 

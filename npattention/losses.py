@@ -6,7 +6,7 @@ number; on CuPy that is the one synchronisation point).  ``criterion.backward()`
 targets are never differentiated.  ``docs/layers.md`` derives both backwards.
 """
 from .backend import xp
-from .functional import log_softmax
+from .softmax import log_softmax
 from .module import Module
 from .validate import check_array
 

@@ -31,7 +31,8 @@ docs/seq2seq.md derives the backward of a decoder step.
 """
 from .attention.attention import Attn
 from .backend import get_rng, xp
-from .functional import padding_mask, softmax, softmax_backward
+from .masks import padding_mask
+from .softmax import softmax, softmax_backward
 from .layers import Embedding, Linear, Tanh
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, GRUCell, LSTMCell, lengths_from

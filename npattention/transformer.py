@@ -31,7 +31,7 @@ import math
 from .attention.multihead import MultiheadAttention
 from .backend import get_rng, xp
 from .data import Vocab
-from .functional import causal_mask
+from .masks import causal_mask
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU
 from .module import Module
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding

@@ -9,7 +9,7 @@ from npattention.attention.context import Context
 from npattention.attention.hard_demo import train_retrieval
 from npattention.attention.scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 from npattention.backend import asarray, to_numpy, xp
-from npattention.functional import causal_mask, padding_mask
+from npattention.masks import causal_mask, padding_mask
 
 F64 = xp.float64
 

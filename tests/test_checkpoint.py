@@ -8,7 +8,7 @@ import pytest
 from npattention import Linear, Sequential, manual_seed
 from npattention.backend import to_numpy, xp
 from npattention.checkpoint import load_checkpoint, save_checkpoint
-from npattention.datasets import make_spiral
+from npattention.data import make_spiral
 from npattention.layers import LayerNorm, ReLU
 from npattention.losses import CrossEntropyLoss
 from npattention.optim import Adam, WarmupCosine

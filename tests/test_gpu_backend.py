@@ -252,8 +252,8 @@ def test_conformance_dump_and_compare_round_trip(tmp_path):
 # ------------------------------------------------------------------ static scan for NumPy-only idioms
 #: Library code outside these is array code that must run unchanged on CuPy.
 HOST_SIDE = {"backend.py", "viz.py", "checkpoint.py", "conformance.py", "gradcheck.py", "__main__.py",
-             "data.py", "datasets.py", "train.py", "optim.py", "validate.py", "vision/data.py"}
-HOST_DIRS = {"demos", "gradcheck_cases"}
+             "datasets.py", "train.py", "optim.py", "validate.py", "vision/data.py"}
+HOST_DIRS = {"demos", "gradcheck_cases", "data"}
 
 #: Deliberate synchronisation points (each costs one device -> host round trip), with the reason.
 ALLOWED_SYNCS = {
@@ -543,7 +543,7 @@ def test_checkpoint_moves_between_gpu_and_cpu(tmp_path, saver, loader):
 
 _TRAIN = """
 import json, npattention as n
-from npattention.datasets import make_spiral
+from npattention.data import make_spiral
 from npattention.layers import Linear, ReLU
 from npattention.losses import CrossEntropyLoss
 from npattention.module import Sequential
@@ -573,7 +573,7 @@ def test_same_seeded_training_run_on_both_backends():
 _ON_DEVICE = """
 import cupy, npattention as n
 from npattention.attention.multihead import MultiheadAttention
-from npattention.functional import padding_mask
+from npattention.masks import padding_mask
 n.manual_seed(0)
 m = MultiheadAttention(16, 4, dropout=0.1)
 g = n.backend.Generator(1)

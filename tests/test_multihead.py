@@ -4,11 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from npattention.attention.functional import (
-    scaled_dot_product_attention,
-    scaled_dot_product_attention_backward,
-    softmax_,
-)
+from npattention.attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from npattention.attention.multihead import MultiheadAttention
 from npattention.attention.self_attention import (
     CausalSelfAttention,
@@ -18,7 +14,8 @@ from npattention.attention.self_attention import (
     band_mask,
 )
 from npattention.backend import to_numpy, xp
-from npattention.functional import causal_mask, padding_mask, softmax
+from npattention.masks import causal_mask, padding_mask
+from npattention.softmax import softmax
 from npattention.gradcheck import check_function
 
 
@@ -112,10 +109,10 @@ def test_inplace_softmax_equals_functional_softmax(rng):
     mask = rng.random((2, 1, 4, 6)) > 0.6
     mask[0, 0, 1] = True                            # one fully masked row
     expected = H(softmax(scores, mask=mask))
-    got = softmax_(scores.copy(), mask)
+    got = softmax(s1 := scores.copy(), mask=mask, out=s1)
     np.testing.assert_allclose(H(got), expected, rtol=1e-6, atol=1e-7)
     assert np.all(H(got)[0, :, 1] == 0) and np.all(H(got)[np.broadcast_to(H(mask), got.shape)] == 0)
-    np.testing.assert_allclose(H(softmax_(scores.copy())), H(softmax(scores)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(H(softmax(s2 := scores.copy(), out=s2)), H(softmax(scores)), rtol=1e-6, atol=1e-7)
 
 
 def test_sdpa_three_steps_and_weights(rng):

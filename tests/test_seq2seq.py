@@ -120,7 +120,7 @@ def test_luong_accepts_the_score_modules_of_the_attention_core(rng):
 
 def test_bahdanau_score_is_the_additive_score_with_keys_projected_once(rng):
     from npattention.attention.scores import AdditiveScore
-    from npattention.functional import softmax
+    from npattention.softmax import softmax
 
     dec = BahdanauDecoder(V, 3, 4, 5, attn_dim=6).double()
     dec.key_proj.bias.data[...] = 0  # AdditiveScore has no bias

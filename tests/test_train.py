@@ -4,7 +4,7 @@ import pytest
 
 from npattention import Linear, Sequential, manual_seed
 from npattention.backend import Generator, to_numpy, xp
-from npattention.datasets import make_spiral
+from npattention.data import make_spiral
 from npattention.layers import ReLU
 from npattention.losses import CrossEntropyLoss
 from npattention.optim import SGD, Adam, WarmupCosine

@@ -7,7 +7,7 @@ import pytest
 from npattention import backend
 from npattention.backend import to_numpy, xp
 from npattention.data import Vocab, load_task
-from npattention.functional import causal_mask, padding_mask
+from npattention.masks import causal_mask, padding_mask
 from npattention.positional import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from npattention.backend import to_numpy, xp
-from npattention.vision.data import GLYPHS, make_glyphs
+from npattention.data.glyphs import GLYPHS, make_glyphs
 from npattention.vision.layers import (
     AdaptiveAvgPool2d,
     AdaptiveMaxPool2d,

@@ -5,7 +5,7 @@ from npattention.backend import manual_seed
 from npattention.losses import CrossEntropyLoss
 from npattention.optim import Adam
 from npattention.train import accuracy, fit
-from npattention.vision.data import make_glyphs
+from npattention.data.glyphs import make_glyphs
 from npattention.vision.models import AttentionCNN
 
 

@@ -4,13 +4,13 @@
 * :mod:`.align`    -- step 2, soft (softmax) and hard alignment, REINFORCE
 * :mod:`.context`  -- step 3, the weighted sum of values
 * :mod:`.attention` -- ``Attention`` (the three steps composed) and note 004's ``Attn``
-* :mod:`.functional` -- ``scaled_dot_product_attention`` and its backward
+* :mod:`.sdpa` -- ``scaled_dot_product_attention`` and its backward
 * :mod:`.multihead`, :mod:`.self_attention` -- multi-head, self, cross, causal, local
 """
 from .align import HardAlign, Reinforce, SoftmaxAlign
 from .attention import Attention, Attn
 from .context import Context
-from .functional import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from .multihead import MultiheadAttention
 from .scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 from .self_attention import CausalSelfAttention, CrossAttention, LocalSelfAttention, SelfAttention, band_mask

@@ -22,7 +22,7 @@ keys get weight exactly 0 and are never chosen; a row whose keys are all masked 
 all-zero weights and zero gradient (never NaN).
 """
 from ..backend import get_rng, xp
-from ..functional import softmax, softmax_backward
+from ..softmax import softmax, softmax_backward
 from ..module import Module
 from ..validate import check_array, check_mask
 

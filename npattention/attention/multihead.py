@@ -23,7 +23,8 @@ from ..backend import get_rng, xp
 from ..layers import Linear
 from ..module import Module, Parameter
 from ..validate import broadcast_shapes, check_array, check_positive_int, check_probability
-from .functional import combine_masks, scaled_dot_product_attention, scaled_dot_product_attention_backward
+from ..masks import combine_masks
+from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
 __all__ = ["MultiheadAttention"]
 

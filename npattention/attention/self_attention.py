@@ -14,7 +14,7 @@ True = masked out.
 from ..backend import xp
 from ..module import Module
 from ..validate import check_array, check_positive_int
-from .functional import combine_masks
+from ..masks import combine_masks
 from .multihead import MultiheadAttention
 
 __all__ = ["CausalSelfAttention", "CrossAttention", "LocalSelfAttention", "SelfAttention", "band_mask"]

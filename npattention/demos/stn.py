@@ -27,7 +27,7 @@ from ..losses import CrossEntropyLoss
 from ..module import Sequential
 from ..optim import Adam
 from ..train import accuracy, fit
-from ..vision.data import GLYPHS, make_glyphs
+from ..data.glyphs import GLYPHS, make_glyphs
 from ..vision.layers import Flatten
 from ..vision.stn import SpatialTransformer
 

@@ -17,7 +17,7 @@ from ..backend import manual_seed, np, to_numpy
 from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from ..train import accuracy, fit
-from ..vision.data import GLYPHS, make_glyphs
+from ..data.glyphs import GLYPHS, make_glyphs
 from ..vision.models import BLOCKS, AttentionCNN
 
 

@@ -1,10 +1,10 @@
 """Cases for scaled dot-product attention, MultiheadAttention and its wrappers
 (npattention/attention/functional.py, multihead.py, self_attention.py)."""
-from ..attention.functional import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from ..attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from ..attention.multihead import MultiheadAttention
 from ..attention.self_attention import CausalSelfAttention, CrossAttention, LocalSelfAttention, SelfAttention
 from ..backend import xp
-from ..functional import causal_mask, padding_mask
+from ..masks import causal_mask, padding_mask
 from ..gradcheck import Case, FunctionModule, register
 
 

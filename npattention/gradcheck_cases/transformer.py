@@ -5,7 +5,7 @@ gradient check replays the same dropout masks), at two shapes; the whole model o
 sizes with a random subset of each parameter's entries.
 """
 from ..backend import xp
-from ..functional import causal_mask, padding_mask
+from ..masks import causal_mask, padding_mask
 from ..gradcheck import Case, register
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from ..transformer import (

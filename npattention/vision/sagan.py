@@ -4,7 +4,7 @@ Every pixel (position) of a feature map attends to every other pixel: the ``N = 
 positions play the role of the tokens of a sequence, and the channels are their features.
 """
 from ..backend import xp
-from ..functional import softmax, softmax_backward
+from ..softmax import softmax, softmax_backward
 from ..layers import Linear
 from ..module import Module, Parameter
 from ..validate import check_array, check_positive_int

@@ -41,8 +41,12 @@ import datetime
 import string
 from dataclasses import dataclass
 
-from .backend import Generator, to_numpy, xp
-from .functional import padding_mask
+from ..backend import Generator, to_numpy, xp
+from ..masks import padding_mask
+
+__all__ = ["TASKS", "SYMBOLS", "Vocab", "MONTHS", "WEEKDAYS", "DATE_FORMATS", "DATE_CHARS", "format_date",
+           "task_vocab", "make_task", "pad_batch", "encode_sources", "encode_targets", "SeqBatch", "SeqDataset",
+           "load_task", "exact_match"]
 
 TASKS = ("copy", "reverse", "sort", "dates")
 

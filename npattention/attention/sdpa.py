@@ -1,0 +1,146 @@
+"""Scaled dot-product attention as a CS231n-style forward/backward pair.
+
+The pair::
+
+    out, cache = scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0,
+                                              is_causal=False, scale=None,
+                                              need_weights=False, training=True)
+    dq, dk, dv = scaled_dot_product_attention_backward(dout, cache)
+
+``out`` is the context ``(..., L, Ev)``, or the pair ``(context, weights)`` when
+``need_weights=True`` (``weights``: ``(..., L, S)``, the softmax *before* dropout).
+The attention weights are also always at ``cache.weights``.  ``cache`` holds exactly
+what the backward needs; ``backward`` takes the gradient of the context only.
+
+Shapes: ``query (..., L, E)``, ``key (..., S, E)``, ``value (..., S, Ev)``; the leading
+axes ``...`` (batch, heads) broadcast against each other, and the gradient of an
+input that was broadcast is summed back to that input's shape.
+
+The three steps, with :math:`\\text{scale} = 1/\\sqrt{E}` by default:
+
+1. score:   ``scores  = q k^T * scale``                       ``(..., L, S)``
+2. align:   ``weights = softmax(scores, mask)`` (then dropout) ``(..., L, S)``
+3. context: ``context = weights @ v``                         ``(..., L, Ev)``
+
+Mask convention: **boolean, True = masked out** (this query may not attend to this
+key), the convention of :mod:`npattention.masks` and of PyTorch's
+``nn.MultiheadAttention``.  Note that PyTorch's *functional*
+``torch.nn.functional.scaled_dot_product_attention`` uses the **opposite** convention
+for boolean masks (True = take part); pass ``~mask`` when porting code from it.
+Float (additive) masks are not accepted: use a boolean mask.  A query whose keys
+are all masked gets zero weights and a zero context row (never NaN).
+"""
+import math
+from dataclasses import dataclass
+
+from ..backend import get_rng, xp
+from ..masks import causal_mask, combine_masks
+from ..softmax import softmax
+from ..validate import broadcast_shapes, check_array, check_mask, check_probability
+
+__all__ = ["AttentionCache", "scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
+
+_WHERE = "scaled_dot_product_attention"
+
+
+@dataclass
+class AttentionCache:
+    """What :func:`scaled_dot_product_attention_backward` needs (and the weights)."""
+
+    query: object     # (..., L, E): query * scale
+    key: object       # (..., S, E)
+    value: object     # (..., S, Ev)
+    weights: object   # (..., L, S): softmax(scores, mask), before dropout
+    attn: object      # (..., L, S): the weights actually used (after dropout)
+    keep: object      # (..., L, S) bool dropout mask, or None without dropout
+    dropout_p: float
+    scale: float
+    context: object   # (..., L, Ev): the output, for the softmax backward's row sums
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None, need_weights=False, training=True):
+    """Forward of ``softmax(q k^T * scale, mask) @ v``; returns ``(out, cache)``.
+
+    ``attn_mask``: boolean, broadcastable to ``(..., L, S)``, True = masked out.
+    ``is_causal``: also mask keys in the future of each query (``j > i``).
+    ``dropout_p``: dropout on the weights, drawn from :func:`npattention.backend.get_rng`,
+    only when ``training`` is True.  ``scale``: defaults to ``1/sqrt(E)``.
+    ``out`` is ``context`` or, with ``need_weights``, ``(context, weights)``.
+    """
+    check_array(query, "query", _WHERE, shape=(..., "L", "E"))
+    dims = {"E": query.shape[-1]}
+    check_array(key, "key", _WHERE, shape=(..., "S", "E"), dims=dims)
+    check_array(value, "value", _WHERE, shape=(..., "S", None), dims=dims)
+    try:
+        lead = broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
+                         f"and value {tuple(value.shape)} do not broadcast") from None
+    L, S = query.shape[-2], key.shape[-2]
+    check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
+    dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)  # Python float: no upcast
+    mask = combine_masks(attn_mask, causal_mask(L, S) if is_causal else None)
+
+    # 1. score: similarity of every query with every key.  scores = q k^T * scale, computed
+    #    as (q * scale) k^T: scaling q (L x E) is cheaper than scaling the scores (L x S).
+    query = query * scale
+    scores = query @ xp.swapaxes(key, -1, -2)          # (..., L, S)
+    # 2. align: normalise each query's row into weights (masked keys get exactly 0)
+    weights = softmax(scores, mask=mask, out=scores)   # in place: `scores` now holds the weights
+    keep = None
+    attn = weights
+    if training and dropout_p > 0.0:
+        keep = get_rng().keep_mask(weights.shape, dropout_p)
+        attn = weights * keep
+        attn *= 1.0 / (1.0 - dropout_p)                # inverted dropout: same expectation
+    # 3. context: weighted sum of the values
+    context = attn @ value                             # (..., L, Ev)
+
+    cache = AttentionCache(query, key, value, weights, attn, keep, dropout_p, scale, context)
+    return ((context, weights) if need_weights else context), cache
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` over the leading axes that were broadcast to reach it from ``shape``."""
+    if tuple(grad.shape) == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def scaled_dot_product_attention_backward(grad_output, cache):
+    """Gradients ``(dq, dk, dv)`` from the gradient of the context ``(..., L, Ev)``.
+
+    Mirrors the forward in reverse (``A`` = weights after dropout, ``P`` = before)::
+
+        dv = A^T dC          dA = dC v^T                      (context = A v)
+        dP = dA * keep/(1-p)                                  (dropout)
+        dS = P * (dP - rowsum(dP * P))                        (softmax; masked -> 0)
+           = P * (dP - rowsum(dC * C))                        (cheaper, same numbers)
+        dq = dS k * scale    dk = dS^T q * scale              (scores = q k^T scale)
+
+    ``dS`` is built in place in the ``dA`` buffer: no other ``(..., L, S)`` temporaries.
+    """
+    q_scaled, k, v = cache.query, cache.key, cache.value   # the cache holds q * scale
+    # 3. context = attn @ v
+    dv = xp.swapaxes(cache.attn, -1, -2) @ grad_output      # (..., S, Ev)
+    dattn = grad_output @ xp.swapaxes(v, -1, -2)           # (..., L, S), a fresh array: edited in place
+    # dropout: only the kept entries pass, scaled like in the forward
+    if cache.keep is not None:
+        dattn *= cache.keep
+        dattn *= 1.0 / (1.0 - cache.dropout_p)
+    # 2. softmax: dS = P * (dP - rowsum(P * dP)).  The row sums equal rowsum(dC * C), which is
+    #    (..., L, Ev) instead of (..., L, S) work (the FlashAttention identity, docs/multihead.md).
+    #    Masked entries have P = 0, so dS = 0 there.
+    inner = xp.sum(grad_output * cache.context, axis=-1, keepdims=True)   # (..., L, 1)
+    dattn -= inner
+    dattn *= cache.weights
+    dscores = dattn
+    # 1. scores = (q * scale) k^T
+    dq = dscores @ k                                       # (..., L, E)
+    dq *= cache.scale
+    dk = xp.swapaxes(dscores, -1, -2) @ q_scaled           # (..., S, E): scale is already in q_scaled
+    return _unbroadcast(dq, tuple(q_scaled.shape)), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)

@@ -1,0 +1,14 @@
+"""Toy data made in code, one home for every task (nothing is downloaded).
+
+* :mod:`.sequences` -- character sequence tasks (copy, reverse, sort, dates), ``Vocab``, batching
+* :mod:`.spiral`    -- the 2-D spiral classification problem
+* :mod:`.glyphs`    -- glyph images on cluttered backgrounds (vision, spatial transformer)
+
+New toy tasks get their own module here.
+"""
+from .glyphs import GLYPHS, make_glyphs
+from .sequences import *  # noqa: F403  (the sequence tasks were ``npattention.data`` before it became a package)
+from .sequences import __all__ as _sequences_all
+from .spiral import make_spiral
+
+__all__ = list(_sequences_all) + ["make_spiral", "GLYPHS", "make_glyphs"]
