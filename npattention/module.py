@@ -325,7 +325,17 @@ def _env_flag(name):
     raise ValueError(f"environment variable {name}={os.environ[name]!r}: expected 1/0 (or true/false)")
 
 
-_ANOMALY = {"enabled": _env_flag("NPATTENTION_DETECT_ANOMALY")}
+try:
+    _ANOMALY = {"enabled": _env_flag("NPATTENTION_DETECT_ANOMALY")}
+except ValueError as _err:
+    from .backend import _is_cli
+
+    if not _is_cli():
+        raise
+    import sys
+
+    sys.stderr.write(f"python -m npattention: error: {_err}\n")   # one line, status 2, as argument errors
+    raise SystemExit(2) from None
 _STACK = []   # modules inside __call__ / backward while anomaly mode is on, outermost first
 
 
