@@ -29,3 +29,6 @@ from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecod
 from .vision.multi_order import HighOrderAttention, MultiOrderGatedAggregation
 
 __version__ = "0.1.0"
+from . import decoding
+from .decoding import KVCache, beam_search, beam_search_transformer, generate, greedy_search, sample
+from .gpt import GPT
