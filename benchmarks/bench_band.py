@@ -43,7 +43,7 @@ def run(args):
     from npattention.attention.band import band_attention, band_attention_backward
     from npattention.attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
     from npattention.attention.self_attention import band_mask
-    from npattention.backend import Generator, to_numpy, xp
+    from npattention.backend import Generator, to_numpy
 
     def full_step(q, k, v, mask, dout):
         out, cache = scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -87,8 +87,6 @@ def run(args):
         rows.append(row)
         print(f"{T:>6} {1e3 * row[1]:>9.1f} {1e3 * row[2]:>9.1f} {row[1] / row[2]:>10.1f} {m_full / 2**20:>9.1f} "
               f"{m_band / 2**20:>9.1f} {m_full / m_band:>9.1f}  {diff:.1e}")
-        del q, k, v, dout, mask, out_f, out_b
-    _ = xp
     return rows
 
 
