@@ -25,6 +25,7 @@ from ..module import Module, Parameter
 from ..validate import broadcast_shapes, check_array, check_positive_int, check_probability
 from ..masks import combine_masks
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from .tiled import TiledAttentionCache, _block_sizes, tiled_attention, tiled_attention_backward
 
 __all__ = ["MultiheadAttention"]
 
@@ -56,10 +57,21 @@ class MultiheadAttention(Module):
     input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
     (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
     equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul.
+
+    ``block_size`` (default None): None runs step 3 with the default
+    :func:`~npattention.attention.sdpa.scaled_dot_product_attention`; an int ``B`` or a pair
+    ``(B_q, B_k)`` runs it with the tiled, memory-efficient
+    :func:`~npattention.attention.tiled.tiled_attention` instead (same outputs and gradients;
+    no ``(L, S)`` array; docs/tiled.md).  The tiled path never forms the weights, so it
+    returns ``weights = None`` whatever ``need_weights`` says.  It is a plain attribute:
+    ``mha.block_size = 128`` switches an existing module.
     """
 
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None):
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, block_size=None):
         where = "MultiheadAttention"
+        if block_size is not None:
+            _block_sizes(block_size, where)  # checked now (a positive int or a pair), kept as given
+        self.block_size = block_size
         self.embed_dim = check_positive_int(embed_dim, "embed_dim", where)
         self.num_heads = check_positive_int(num_heads, "num_heads", where)
         if embed_dim % num_heads:
@@ -154,8 +166,13 @@ class MultiheadAttention(Module):
             q, k, v = (self._split_heads(x @ W.T + b if b is not None else x @ W.T)   # 2. split heads
                        for x, (W, b, _, _) in zip((query, key, value), proj))
         # 3. attention in every head at once (the heads are just another batch axis)
-        ctx, attn_cache = scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training)
+        if self.block_size is not None:     # tiled: no (L, S) array, no weights (docs/tiled.md)
+            ctx, attn_cache = tiled_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal,
+                                              training=self.training, block_size=self.block_size)
+            need_weights = False
+        else:
+            ctx, attn_cache = scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training)
         # 4. concat heads, 5. output projection
         out = self.out_proj(self._merge_heads(ctx))                       # (B, L, E)
 
@@ -173,7 +190,10 @@ class MultiheadAttention(Module):
         # 4. concat heads <- split the gradient the same way
         dctx = self._split_heads(dconcat)                                 # (B, H, L, D)
         # 3. attention per head
-        dq, dk, dv = scaled_dot_product_attention_backward(dctx, attn_cache)
+        if isinstance(attn_cache, TiledAttentionCache):
+            dq, dk, dv = tiled_attention_backward(dctx, attn_cache)
+        else:
+            dq, dk, dv = scaled_dot_product_attention_backward(dctx, attn_cache)
         # 2. split heads <- merge, 1. expand: y = x W^T + b  =>  dW += dy^T x, db += sum dy, dx = dy W
         grads = []
         for x, dy, (W, _, gW, gb) in zip((query, key, value), (dq, dk, dv), self._projections()):
@@ -189,4 +209,6 @@ class MultiheadAttention(Module):
             f"bias={self.in_proj_bias is not None}"
         if not self._qkv_same_embed_dim:
             s += f", kdim={self.kdim}, vdim={self.vdim}"
+        if self.block_size is not None:
+            s += f", block_size={self.block_size}"
         return s + ", batch_first=True"
