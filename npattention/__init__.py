@@ -28,3 +28,6 @@ from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecod
                           TransformerEncoder, TransformerEncoderLayer, greedy_decode)
 
 __version__ = "0.1.0"
+from . import decoding
+from .decoding import KVCache, beam_search, beam_search_transformer, generate, greedy_search, sample
+from .gpt import GPT
