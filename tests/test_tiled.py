@@ -201,6 +201,26 @@ def test_float32_stays_float32_and_close():
     assert max(_max_diff(g, r) for g, r in zip(grads, ref_grads)) < 1e-4
 
 
+@pytest.mark.parametrize("bias_shape", [(2, 3, 13, 19), (3, 13, 19), (13, 1), (19,)])
+def test_additive_bias_and_its_gradient_match_default(bias_shape):
+    rng = np.random.default_rng(13)
+    q, k, v, kwargs = _case("padding+causal", rng)
+    bias = _normal(rng, *bias_shape)
+    ref, ref_cache = scaled_dot_product_attention(q, k, v, attn_bias=bias, **kwargs)
+    out, cache = tiled_attention(q, k, v, attn_bias=bias, block_size=(4, 7), **kwargs)
+    g = _normal(rng, *ref.shape)
+    ref_grads = scaled_dot_product_attention_backward(g, ref_cache)
+    grads = tiled_attention_backward(g, cache)
+    assert len(grads) == 4 and grads[3].shape == bias.shape
+    assert _max_diff(out, ref) <= 1e-12
+    for a, b in zip(grads, ref_grads):
+        assert _max_diff(a, b) <= 1e-12
+    # a float attn_mask is the same additive bias (PyTorch's semantics), as in the default path
+    out2, _ = tiled_attention(q, k, v, attn_mask=bias, is_causal=True, block_size=5)
+    ref2, _ = scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=True)
+    assert _max_diff(out2, ref2) <= 1e-12
+
+
 # ------------------------------------------------------------------ memory: no (L, S) array
 def _peak_bytes(step):
     tracemalloc.start()
@@ -257,7 +277,7 @@ def test_multihead_switch_matches_default(block_size):
     ref = _mha_run(mha, inputs, grad, **kwargs)
     mha.block_size = block_size
     got = _mha_run(mha, inputs, grad, **kwargs)
-    assert isinstance(mha.cache[-1], TiledAttentionCache)
+    assert isinstance(mha.cache[3], TiledAttentionCache)
     assert got[1] is None                                   # the tiled path never forms the weights
     assert _max_diff(got[0], ref[0]) <= 1e-12
     for a, b in zip(got[2], ref[2]):
@@ -266,6 +286,22 @@ def test_multihead_switch_matches_default(block_size):
     for n in ref[3]:
         assert _max_diff(got[3][n], ref[3][n]) <= 1e-12, n
     assert f"block_size={block_size}" in repr(mha)
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "relative"])
+def test_multihead_switch_with_positions_matches_default(positional):
+    rng = np.random.default_rng(14)
+    backend.manual_seed(0)
+    mha = MultiheadAttention(8, 2, positional=positional).double()
+    x, grad = _normal(rng, 2, 10, 8), _normal(rng, 2, 10, 8)
+    ref = _mha_run(mha, (x, x, x), grad, is_causal=True)
+    mha.block_size = (3, 4)
+    got = _mha_run(mha, (x, x, x), grad, is_causal=True)
+    assert _max_diff(got[0], ref[0]) <= 1e-12
+    for a, b in zip(got[2], ref[2]):
+        assert _max_diff(a, b) <= 1e-12
+    for n in ref[3]:
+        assert _max_diff(got[3][n], ref[3][n]) <= 1e-12, n
 
 
 def test_transformer_pass_through_matches_default():
@@ -311,5 +347,9 @@ def test_bad_arguments_get_clear_errors():
     with pytest.raises(ValueError, match="MultiheadAttention.*block_size"):
         MultiheadAttention(4, 2, block_size=0)
     out, cache = tiled_attention(q, k, v)
+    with pytest.raises(ValueError, match="attn_bias"):
+        tiled_attention(q, k, v, attn_bias=xp.zeros((4, 6)))
+    with pytest.raises(ValueError, match="pass one"):
+        tiled_attention(q, k, v, attn_mask=xp.zeros((4, 5)), attn_bias=xp.zeros((4, 5)))
     with pytest.raises(ValueError, match="grad_output"):
         tiled_attention_backward(xp.ones((2, 4, 3)), cache)

@@ -2,14 +2,17 @@
 
 The pair::
 
-    context, cache = tiled_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                     scale=None, need_weights=False, training=True, block_size=64)
+    context, cache = tiled_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                     need_weights=False, training=True, attn_bias=None, block_size=64)
     dq, dk, dv = tiled_attention_backward(dout, cache)
+    dq, dk, dv, dbias = tiled_attention_backward(dout, cache)     # with an additive bias
 
 computes exactly what :func:`~npattention.attention.sdpa.scaled_dot_product_attention`
 computes (same arguments, shapes, broadcasting and mask convention: boolean, **True =
-masked out**; a query whose keys are all masked gets a zero row, never NaN), but never
-forms the ``(L, S)`` scores or weights.  The queries are cut into tiles of ``B_q`` rows and
+masked out**; a query whose keys are all masked gets a zero row, never NaN; a float
+``attn_mask`` or ``attn_bias`` is added to the scores), but never forms the ``(L, S)``
+scores or weights.  (An additive bias is itself as large as the scores it is added to, and
+so is its gradient: the path slices it tile by tile but cannot make it smaller.)  The queries are cut into tiles of ``B_q`` rows and
 the keys/values into tiles of ``B_k`` rows (``block_size = B`` or ``(B_q, B_k)``; the last
 tile may be shorter); only ``(..., B_q, B_k)`` pieces of the scores exist at any time.
 
@@ -62,6 +65,8 @@ class TiledAttentionCache:
     context: object    # (..., L, Ev): the output O
     lse: object        # (..., L): log-sum-exp of each query's (unmasked) scores; -inf for a fully masked row
     attn_mask: object  # the caller's boolean mask (never a copy), or None
+    attn_bias: object  # the caller's additive float bias (never a copy), or None
+    bias_shape: object # the bias's shape as given (dbias gets it), or None
     is_causal: bool
     block_q: int       # B_q: query rows per tile
     block_k: int       # B_k: key/value rows per tile
@@ -81,22 +86,47 @@ def _block_sizes(block_size, where=_WHERE):
     return b, b
 
 
+def _tile_index(x, i0, i1, j0, j1):
+    """Index of tile ``[i0:i1) x [j0:j1)`` in a mask or bias ``(..., L or 1, S or 1)``:
+    an axis of size 1 broadcasts and is not sliced."""
+    return (Ellipsis, slice(i0, i1) if x.shape[-2] > 1 else slice(None),
+            slice(j0, j1) if x.shape[-1] > 1 else slice(None))
+
+
 def _tile_mask(attn_mask, is_causal, i0, i1, j0, j1):
     """The mask of tile ``[i0:i1) x [j0:j1)``, True = masked out, or None.
 
-    The caller's mask is only sliced (a view; an axis of size 1 broadcasts and is not
-    sliced); the causal part is built from the tile's indices, and only for a tile that
-    straddles the diagonal (some key after some query).
+    The caller's mask is only sliced (a view); the causal part is built from the tile's
+    indices, and only for a tile that straddles the diagonal (some key after some query).
     """
-    mask = None
-    if attn_mask is not None:
-        rows = slice(i0, i1) if attn_mask.shape[-2] > 1 else slice(None)
-        cols = slice(j0, j1) if attn_mask.shape[-1] > 1 else slice(None)
-        mask = attn_mask[..., rows, cols]
+    mask = None if attn_mask is None else attn_mask[_tile_index(attn_mask, i0, i1, j0, j1)]
     if is_causal and j1 - 1 > i0:
         future = xp.arange(j0, j1)[None, :] > xp.arange(i0, i1)[:, None]   # key j after query i
         mask = future if mask is None else (mask | future)
     return mask
+
+
+def _at_least_2d(x):
+    """A mask or bias of fewer than 2 axes as ``(1, S)`` / ``(1, 1)``, so that tiles slice it alike."""
+    return x if x is None or x.ndim >= 2 else x.reshape((1,) * (2 - x.ndim) + tuple(x.shape))
+
+
+def _check_bias(bias, target_shape):
+    """A float bias that broadcasts to the scores' shape without growing it."""
+    if bias is None:
+        return
+    check_array(bias, "attn_bias", _WHERE, dtype="float")
+    try:
+        fits = broadcast_shapes(tuple(bias.shape), target_shape) == target_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{_WHERE}: 'attn_bias' (or float 'attn_mask') of shape {tuple(bias.shape)} does not "
+                         f"broadcast to the scores' shape {target_shape}")
+
+
+def _bias_tile(bias, i0, i1, j0, j1):
+    return None if bias is None else bias[_tile_index(bias, i0, i1, j0, j1)]
 
 
 def _above_diagonal(is_causal, i1, j0):
@@ -105,9 +135,11 @@ def _above_diagonal(is_causal, i1, j0):
     return bool(is_causal) and j0 > i1 - 1
 
 
-def _tile_scores(q_tile, k_tile, mask):
-    """Step 1 on one tile: ``s = (q * scale) k^T``, masked entries set to -inf."""
+def _tile_scores(q_tile, k_tile, bias_tile, mask):
+    """Step 1 on one tile: ``s = (q * scale) k^T (+ bias)``, masked entries set to -inf."""
     s = q_tile @ xp.swapaxes(k_tile, -1, -2)             # (..., B_q, B_k)
+    if bias_tile is not None:
+        s = s + bias_tile
     return s if mask is None else xp.where(mask, -xp.inf, s)
 
 
@@ -147,8 +179,8 @@ def tiled_dropout_mask(cache):
 
 
 def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                    need_weights=False, training=True, block_size=64):
-    """Forward of ``softmax(q k^T * scale, mask) @ v``, one tile at a time; returns ``(context, cache)``.
+                    need_weights=False, training=True, attn_bias=None, block_size=64):
+    """Forward of ``softmax(q k^T * scale + bias, mask) @ v``, one tile at a time; returns ``(context, cache)``.
 
     Arguments as in :func:`~npattention.attention.sdpa.scaled_dot_product_attention`;
     ``block_size``: ``B`` or ``(B_q, B_k)``, rows per query tile and per key/value tile
@@ -165,9 +197,14 @@ def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
         raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
                          f"and value {tuple(value.shape)} do not broadcast") from None
     L, S, Ev = query.shape[-2], key.shape[-2], value.shape[-1]
+    if attn_mask is not None and getattr(attn_mask, "dtype", None) is not None and attn_mask.dtype.kind == "f":
+        if attn_bias is not None:
+            raise ValueError(f"{_WHERE}: got a float 'attn_mask' (an additive bias) and 'attn_bias'; pass one")
+        attn_bias, attn_mask = attn_mask, None          # as in the default path (and PyTorch): a float mask is a bias
     check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
-    if attn_mask is not None and attn_mask.ndim < 2:
-        attn_mask = attn_mask.reshape((1,) * (2 - attn_mask.ndim) + tuple(attn_mask.shape))
+    _check_bias(attn_bias, tuple(lead) + (L, S))
+    bias_shape = None if attn_bias is None else tuple(attn_bias.shape)
+    attn_mask, attn_bias = _at_least_2d(attn_mask), _at_least_2d(attn_bias)
     dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
     if need_weights:
         raise ValueError(f"{_WHERE}: need_weights=True asks for the (L, S) = {(L, S)} attention weights, which "
@@ -191,7 +228,8 @@ def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
             if _above_diagonal(is_causal, i1, j0):
                 break                                   # this tile and all later ones: every key in the future
             # 1. score: this tile of the scores only
-            s = _tile_scores(q_i, key[..., j0:j1, :], _tile_mask(attn_mask, is_causal, i0, i1, j0, j1))
+            s = _tile_scores(q_i, key[..., j0:j1, :], _bias_tile(attn_bias, i0, i1, j0, j1),
+                             _tile_mask(attn_mask, is_causal, i0, i1, j0, j1))
             # 2. align, online: raise the running maximum, rescale the sums kept so far to it
             m_new = xp.maximum(m, s.max(axis=-1, keepdims=True))
             shift = xp.where(xp.isfinite(m_new), m_new, 0.0)   # rows masked so far: m = -inf, all exps are 0
@@ -208,13 +246,14 @@ def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
         context[..., i0:i1, :] = acc / l_safe           # normalise once, at the end
         lse[..., i0:i1] = (m + xp.log(l_safe))[..., 0]  # lse = m + log l (-inf for a fully masked row)
 
-    cache = TiledAttentionCache(query, key, value, context, lse, attn_mask, bool(is_causal), Bq, Bk,
-                                dropout_p if seed is not None else 0.0, seed, scale)
+    cache = TiledAttentionCache(query, key, value, context, lse, attn_mask, attn_bias, bias_shape,
+                                bool(is_causal), Bq, Bk, dropout_p if seed is not None else 0.0, seed, scale)
     return context, cache
 
 
 def tiled_attention_backward(grad_output, cache):
-    """Gradients ``(dq, dk, dv)`` from the gradient of the context ``(..., L, Ev)``.
+    """Gradients ``(dq, dk, dv)`` from the gradient of the context ``(..., L, Ev)``;
+    ``(dq, dk, dv, dbias)`` when the forward had an additive bias (``dbias = ds``, tile by tile).
 
     FlashAttention-2's order: an outer loop over key/value tiles (their ``dk``, ``dv`` are
     summed over the query tiles), an inner loop over query tiles (``dq`` accumulates)::
@@ -239,6 +278,8 @@ def tiled_attention_backward(grad_output, cache):
     dq = xp.zeros(lead + (L, q.shape[-1]), dtype=dtype)
     dk = xp.zeros(lead + (S, k.shape[-1]), dtype=dtype)
     dv = xp.zeros(lead + (S, v.shape[-1]), dtype=dtype)
+    bias = cache.attn_bias
+    dbias = None if bias is None else xp.zeros(bias.shape, dtype=dtype)
     for j0 in range(0, S, Bk):                          # the lesson: outer loop over key/value tiles ...
         j1 = min(j0 + Bk, S)
         k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]
@@ -249,7 +290,8 @@ def tiled_attention_backward(grad_output, cache):
                 continue                                # no query of this tile sees these keys
             q_i, do_i = q[..., i0:i1, :], grad_output[..., i0:i1, :]
             # recompute steps 1 and 2 from the saved lse: a = exp(s - lse) = softmax(s), exactly
-            s = _tile_scores(q_i, k_j, _tile_mask(cache.attn_mask, cache.is_causal, i0, i1, j0, j1))
+            s = _tile_scores(q_i, k_j, _bias_tile(bias, i0, i1, j0, j1),
+                             _tile_mask(cache.attn_mask, cache.is_causal, i0, i1, j0, j1))
             a = xp.exp(s - lse[..., i0:i1, :])          # (..., B_q, B_k) attention weights; masked -> 0
             a_drop = a
             if cache.seed is not None:                  # the same keep-mask as in the forward, regenerated
@@ -267,5 +309,8 @@ def tiled_attention_backward(grad_output, cache):
             # 1. scores = (q * scale) k^T
             dq[..., i0:i1, :] += (ds @ k_j) * cache.scale
             dk_j += xp.swapaxes(ds, -1, -2) @ q_i        # the cache holds q * scale: no extra factor
-    return (_unbroadcast(dq, tuple(q.shape)), _unbroadcast(dk, tuple(k.shape)),
-            _unbroadcast(dv, tuple(v.shape)))
+            if bias is not None:                        # scores = ... + bias  =>  dbias = ds, summed where it broadcast
+                tile = _tile_index(bias, i0, i1, j0, j1)
+                dbias[tile] += _unbroadcast(ds, tuple(dbias[tile].shape))
+    grads = (_unbroadcast(dq, tuple(q.shape)), _unbroadcast(dk, tuple(k.shape)), _unbroadcast(dv, tuple(v.shape)))
+    return grads if dbias is None else grads + (dbias.reshape(cache.bias_shape),)

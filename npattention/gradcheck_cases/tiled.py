@@ -22,6 +22,9 @@ def tiled_cases(rng):
                kwargs={"is_causal": True, "dropout_p": 0.3, "block_size": 2}, label="(B, T, E) causal, dropout, tiles 2")
     yield Case(_pair(), (rng.normal((2, 3, 4)), rng.normal((1, 5, 4)), rng.normal((5, 3))),
                kwargs={"scale": 0.7, "block_size": (2, 3)}, label="broadcast key/value, scale 0.7, tiles 2x3")
+    # a float attn_mask (an additive bias) as the 4th input: its gradient is checked too
+    yield Case(_pair(), (rng.normal((2, 5, 3)), rng.normal((2, 4, 3)), rng.normal((2, 4, 2)), rng.normal((5, 4))),
+               kwargs={"is_causal": True, "block_size": (2, 3)}, label="float mask (L, S) + causal, tiles 2x3")
 
 
 @register("MultiheadAttention(block_size)")
