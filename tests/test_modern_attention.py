@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from npattention.attention.alibi import ALiBi, alibi_bias, alibi_slopes
+from npattention.attention.grouped_query import GroupedQueryAttention
 from npattention.attention.multihead import MultiheadAttention
 from npattention.attention.relative_bias import RelativePositionBias, relative_position_bucket
 from npattention.attention.rotary import apply_rotary, rotary_tables
 from npattention.attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from npattention.backend import to_numpy, xp
-from npattention.masks import causal_mask
+from npattention.masks import causal_mask, padding_mask
 from npattention.transformer import Transformer
 
 
@@ -177,3 +178,69 @@ def test_transformer_positional_option(rng, positional):
     assert model.encoder.layers[0].self_attn.positional is not None
     assert model.decoder.layers[0].multihead_attn.positional is None
     assert all(np.isfinite(H(p.grad)).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------ grouped-query attention
+def _double_random(m, rng):
+    for _, p in m.named_parameters():
+        p.data[...] = rng.normal(p.shape, scale=0.5)
+    return m.double()
+
+
+@pytest.mark.parametrize("positional", [None, "rope", "relative"])
+def test_gqa_with_one_head_per_group_is_multihead(rng, positional):
+    mha = _double_random(MultiheadAttention(8, 4, positional=positional), rng)
+    gqa = GroupedQueryAttention.from_multihead(mha, num_kv_heads=4)
+    x = rng.normal((2, 5, 8), dtype=xp.float64)
+    kpm = padding_mask(xp.asarray([5, 3]), 5)
+    a, wa = mha(x, x, x, key_padding_mask=kpm, is_causal=True, average_attn_weights=False)
+    b, wb = gqa(x, x, x, key_padding_mask=kpm, is_causal=True, average_attn_weights=False)
+    np.testing.assert_allclose(H(a), H(b), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(wa), H(wb), atol=1e-12, rtol=0)
+    g = rng.normal(a.shape, dtype=xp.float64)
+    mha.zero_grad(), gqa.zero_grad()
+    for da, db in zip(mha.backward(g), gqa.backward(g)):
+        np.testing.assert_allclose(H(da), H(db), atol=1e-12, rtol=0)
+    E = 8
+    gW = H(mha.in_proj_weight.grad)
+    np.testing.assert_allclose(H(gqa.q_proj_weight.grad), gW[:E], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(gqa.k_proj_weight.grad), gW[E:2 * E], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(gqa.v_proj_weight.grad), gW[2 * E:], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(gqa.in_proj_bias.grad), H(mha.in_proj_bias.grad), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_gqa_key_value_gradients_are_summed_over_each_group(rng, num_kv_heads):
+    """GQA = MHA whose key/value heads are copies within each group; the GQA key/value weight
+    gradient is the sum of those copies' gradients."""
+    Hh, D, E = 4, 2, 8
+    G = Hh // num_kv_heads
+    gqa = _double_random(GroupedQueryAttention(E, Hh, num_kv_heads), rng)
+    mha = MultiheadAttention(E, Hh).double()
+    Wk, Wv = H(gqa.k_proj_weight.data), H(gqa.v_proj_weight.data)
+    b = H(gqa.in_proj_bias.data)
+    rep = lambda a: np.repeat(a.reshape(num_kv_heads, 1, D, *a.shape[1:]), G, axis=1).reshape(E, *a.shape[1:])  # noqa: E731
+    mha.in_proj_weight.data[...] = xp.asarray(np.concatenate([H(gqa.q_proj_weight.data), rep(Wk), rep(Wv)]))
+    mha.in_proj_bias.data[...] = xp.asarray(np.concatenate([b[:E], rep(b[E:E + num_kv_heads * D]),
+                                                            rep(b[E + num_kv_heads * D:])]))
+    mha.out_proj.load_state_dict(gqa.out_proj.state_dict())
+    q, kv = rng.normal((2, 3, E), dtype=xp.float64), rng.normal((2, 6, E), dtype=xp.float64)
+    a, _ = mha(q, kv, kv)
+    c, _ = gqa(q, kv, kv)
+    np.testing.assert_allclose(H(a), H(c), atol=1e-12)
+    g = rng.normal(a.shape, dtype=xp.float64)
+    for da, dc in zip(mha.backward(g), gqa.backward(g)):
+        np.testing.assert_allclose(H(da), H(dc), atol=1e-12)
+    summed = H(mha.in_proj_weight.grad)[E:2 * E].reshape(num_kv_heads, G, D, E).sum(axis=1).reshape(-1, E)
+    np.testing.assert_allclose(H(gqa.k_proj_weight.grad), summed, atol=1e-12)
+
+
+def test_kv_cache_sizes_shrink_with_the_groups(capsys):
+    sizes = {hkv: GroupedQueryAttention(64, 8, hkv).kv_cache_nbytes(seq_len=1024, batch_size=1)
+             for hkv in (8, 4, 2, 1)}
+    for hkv, n in sizes.items():
+        print(f"H=8, num_kv_heads={hkv}: KV cache {n / 1024:.0f} KiB per layer for 1024 float32 tokens")
+    assert sizes == {8: 2 * 1024 * 64 * 4, 4: 2 * 1024 * 32 * 4, 2: 2 * 1024 * 16 * 4, 1: 2 * 1024 * 8 * 4}
+    assert "num_kv_heads=1: KV cache 64 KiB" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="'num_kv_heads' \\(3\\) must divide 'num_heads' \\(8\\)"):
+        GroupedQueryAttention(64, 8, 3)
