@@ -7,6 +7,7 @@ import pytest
 
 from npattention.attention.alibi import ALiBi, alibi_bias, alibi_slopes
 from npattention.attention.grouped_query import GroupedQueryAttention
+from npattention.attention.linear_attention import LinearAttention, linear_attention, linear_attention_quadratic
 from npattention.attention.multihead import MultiheadAttention
 from npattention.attention.relative_bias import RelativePositionBias, relative_position_bucket
 from npattention.attention.rotary import apply_rotary, rotary_tables
@@ -244,3 +245,59 @@ def test_kv_cache_sizes_shrink_with_the_groups(capsys):
     assert "num_kv_heads=1: KV cache 64 KiB" in capsys.readouterr().out
     with pytest.raises(ValueError, match="'num_kv_heads' \\(3\\) must divide 'num_heads' \\(8\\)"):
         GroupedQueryAttention(64, 8, 3)
+
+
+# ------------------------------------------------------------------ linear attention
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_equals_its_quadratic_form(rng, causal):
+    q, k = rng.normal((2, 3, 9, 4), dtype=xp.float64), rng.normal((2, 3, 9, 4), dtype=xp.float64)
+    v = rng.normal((2, 3, 9, 5), dtype=xp.float64)
+    kpm = padding_mask(xp.asarray([9, 6]), 9)[:, None]            # (B, 1, S)
+    fast, _ = linear_attention(q, k, v, causal=causal, key_padding_mask=kpm)
+    slow, w = linear_attention_quadratic(q, k, v, causal=causal, key_padding_mask=kpm)
+    np.testing.assert_allclose(H(fast), H(slow), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(w).sum(-1), 1.0, atol=1e-6)      # rows of the weights sum to 1 (eps aside)
+    if causal:
+        iu = np.triu_indices(9, 1)
+        assert np.all(H(w)[..., iu[0], iu[1]] == 0)               # the future gets weight 0
+        # the causal output of position t depends only on tokens <= t
+        q2 = q.copy()
+        q2[..., 6:, :] += 1.0
+        k2 = k.copy()
+        k2[..., 6:, :] += 1.0
+        again, _ = linear_attention(q2, k2, v, causal=True, key_padding_mask=kpm)
+        np.testing.assert_allclose(H(again)[..., :6, :], H(fast)[..., :6, :], atol=1e-12)
+    # explicitly: c_i = sum_j a_ij v_j with a_ij = phi(q_i).phi(k_j) / sum_j' phi(q_i).phi(k_j')
+    phi = lambda x: np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))   # noqa: E731
+    s = phi(H(q))[0, 1] @ phi(H(k))[0, 1].T
+    if causal:
+        s = np.tril(s)
+    np.testing.assert_allclose(H(fast)[0, 1], (s / s.sum(1, keepdims=True)) @ H(v)[0, 1], atol=1e-6)
+
+
+def test_causal_linear_attention_memory_is_linear_in_T(rng):
+    """Nothing of size T x T is kept: every cached array is O(T (D + Dv)) or O(D Dv)."""
+    T, D = 64, 4
+    q, k, v = (rng.normal((1, 1, T, D), dtype=xp.float64) for _ in range(3))
+    for causal in (False, True):
+        _, cache = linear_attention(q, k, v, causal=causal)
+        sizes = [a.size for a in cache if hasattr(a, "size")]
+        assert max(sizes) == T * D < T * T
+
+
+def test_linear_attention_module(rng):
+    m = _double_random(LinearAttention(8, 2, causal=True), rng)
+    x = rng.normal((2, 6, 8), dtype=xp.float64)
+    out, w = m(x, x, x)
+    assert w is None and out.shape == (2, 6, 8)
+    # the same numbers as MultiheadAttention's projections around the quadratic form
+    (Wq, bq, _, _), (Wk, bk, _, _), (Wv, bv, _, _) = m._projections()
+    heads = lambda y: m._split_heads(y)                                     # noqa: E731
+    ctx, _ = linear_attention_quadratic(heads(x @ Wq.T + bq), heads(x @ Wk.T + bk), heads(x @ Wv.T + bv),
+                                        causal=True)
+    np.testing.assert_allclose(H(out), H(m._merge_heads(ctx) @ m.out_proj.weight.data.T + m.out_proj.bias.data),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="'attn_mask' is not supported"):
+        m(x, x, x, attn_mask=causal_mask(6))
+    with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
+        linear_attention(x[:, :2], x, x, causal=True)
