@@ -12,7 +12,7 @@ from .backend import BACKEND, get_rng, manual_seed, to_numpy, xp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .masks import causal_mask, padding_mask
 from .gradcheck import check_function, gradcheck
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
 from .optim import SGD, Adam, AdamW, WarmupCosine, WarmupInverseSqrt, clip_grad_norm_
@@ -25,6 +25,8 @@ from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm2
                      affine_grid, grid_sample)
 from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer, greedy_decode)
+
+from .vision.multi_order import HighOrderAttention, MultiOrderGatedAggregation
 
 __version__ = "0.1.0"
 from . import decoding
