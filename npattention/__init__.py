@@ -8,6 +8,7 @@ from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, Con
                         CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
                         MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
                         scaled_dot_product_attention, scaled_dot_product_attention_backward)
+from .attention import tiled_attention, tiled_attention_backward
 from .backend import BACKEND, get_rng, manual_seed, to_numpy, xp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .masks import causal_mask, padding_mask

@@ -33,3 +33,8 @@ __all__ = [
     "RelativePositionBias", "relative_position_bucket", "GroupedQueryAttention", "LinearAttention",
     "linear_attention", "linear_attention_backward", "linear_attention_quadratic",
 ]
+
+# tiled (memory-efficient, FlashAttention-2 style) attention: docs/tiled.md
+from .tiled import TiledAttentionCache, tiled_attention, tiled_attention_backward, tiled_dropout_mask  # noqa: E402
+
+__all__ += ["TiledAttentionCache", "tiled_attention", "tiled_attention_backward", "tiled_dropout_mask"]
