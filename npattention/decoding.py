@@ -63,6 +63,7 @@ __all__ = [
     "BeamSearchResult",
     "beam_search",
     "beam_search_transformer",
+    "beam_search_gpt",
 ]
 
 
@@ -520,7 +521,7 @@ def length_penalty(length, alpha):
 
 
 def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_idx=Vocab.EOS,
-                pad_idx=Vocab.PAD, alpha=0.0, num_return=1):
+                pad_idx=Vocab.PAD, alpha=0.0, num_return=1, prompt=None):
     """Batched beam search over any decoder ``state`` with ``step(tokens (B*k,)) -> logits
     (B*k, 1, V)`` and ``reorder(index)``, built for ``B * k`` rows (row ``b*k + j`` is beam
     ``j`` of source ``b``).
@@ -534,6 +535,10 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
     (log-probabilities only fall, so a beam's best possible final score is its log-prob
     over ``lp(max_len)``), or after ``max_len`` tokens (live beams are then finished
     without ``<eos>``).  Width 1 with ``alpha = 0`` is greedy decoding.
+
+    The first step feeds ``<sos>`` to every row, or ``prompt`` ``(B, n)`` ids (each source's
+    prompt to all of its beams; a decoder-only model's context).  The returned tokens and
+    lengths count only what comes after it.
 
     Returns a :class:`BeamSearchResult`.
     """
@@ -549,7 +554,7 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
     finished = [[] for _ in range(B)]                              # (score, log_prob, tokens)
     done = [False] * B
     trace = []
-    token = xp.full(B * k, sos_idx, dtype=xp.int64)
+    token = xp.full(B * k, sos_idx, dtype=xp.int64) if prompt is None else xp.repeat(prompt, k, axis=0)
     lp_max = length_penalty(max_len, alpha)
     for _ in range(max_len):   # one token per step for every beam
         logp = log_softmax(state.step(token)[:, -1].astype(xp.float64))   # (B*k, V)
@@ -632,6 +637,26 @@ def beam_search_transformer(model, src, max_len, beam_width=4, alpha=0.0, src_ke
             state = _RecomputeTransformerState(model, src, src_key_padding_mask, beam_width)
         return beam_search(state, src.shape[0], beam_width, max_len, sos_idx, eos_idx, model.pad_idx, alpha,
                            num_return)
+
+
+def beam_search_gpt(model, prompt, max_new_tokens, beam_width=4, alpha=0.0, eos_idx=None, num_return=1):
+    """Beam search continuing ``prompt (B, n)`` with a :class:`~npattention.gpt.GPT` (KV cache).
+
+    ``eos_idx`` ends a hypothesis (e.g. the id of ``"\\n"`` for line-by-line text; None:
+    every hypothesis runs ``max_new_tokens``).  Returns a :class:`BeamSearchResult` whose
+    tokens are the continuations (without the prompt).
+    """
+    check_array(prompt, "prompt", "beam_search_gpt", shape=(None, None), dtype="int")
+    check_positive_int(beam_width, "beam_width", "beam_search_gpt")
+    B, n = prompt.shape
+    if n + max_new_tokens > model.block_size:
+        raise ValueError(f"beam_search_gpt: prompt length {n} + 'max_new_tokens' {max_new_tokens} exceeds the "
+                         f"model's 'block_size' {model.block_size}")
+    pad = model.pad_idx if model.pad_idx is not None else 0
+    with _eval_mode(model):
+        state = GPTState(model, B * beam_width, n + max_new_tokens)
+        return beam_search(state, B, beam_width, max_new_tokens, eos_idx=-1 if eos_idx is None else eos_idx,
+                           pad_idx=pad, alpha=alpha, num_return=num_return, prompt=prompt)
 
 
 class _RecomputeTransformerState:

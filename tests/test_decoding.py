@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npattention.backend import Generator, manual_seed, to_numpy, xp
-from npattention.decoding import (GPTState, KVCache, TransformerDecoderState, beam_search,
+from npattention.decoding import (GPTState, KVCache, TransformerDecoderState, beam_search, beam_search_gpt,
                                   beam_search_transformer, generate, greedy_search, sample,
                                   sampling_distribution, top_k_filter, top_p_filter)
 from npattention.gpt import GPT
@@ -261,3 +261,16 @@ def test_beam_width_one_is_greedy_and_cache_does_not_change_beams():
     logp = to_numpy(log_softmax(model.decode(ys, model.encode(src[1:2]), memory_key_padding_mask=src[1:2] == 0)))[0]
     total = sum(logp[t, tok] for t, tok in enumerate(out))
     assert math.isclose(float(a.scores[1]), total / len(out) ** 0.6, rel_tol=1e-9)
+
+
+def test_gpt_beam_search_width_one_is_greedy_and_wider_scores_higher():
+    model = _gpt(seed=6)
+    for p in model.parameters():   # sharper distributions than the 0.02 init
+        p.data[...] = Generator(2).normal(p.data.shape, scale=0.4, dtype=xp.float64)
+    prompt = xp.asarray([[4, 5], [0, 6]], dtype=xp.int64)
+    greedy = generate(model, prompt, 6, temperature=0)[:, 2:]
+    one = beam_search_gpt(model, prompt, 6, beam_width=1)
+    assert to_numpy(one.tokens).tolist() == to_numpy(greedy).tolist()
+    wide = beam_search_gpt(model, prompt, 6, beam_width=4)
+    # no eos: equal lengths; here the wider beam scores at least as well (usual, not guaranteed in general)
+    assert bool((wide.scores >= one.scores - 1e-12).all())
