@@ -504,8 +504,10 @@ class BeamSearchResult:
     ``tokens`` ``(B, L)``: the best hypothesis per source (without ``<sos>``; ``<eos>`` if it
     ended, then ``<pad>``); ``scores`` ``(B,)``: its score ``log p / lp(length)``;
     ``hypotheses``: per source, the finished hypotheses ``(score, log_prob, token list)``
-    best first; ``trace``: per step, ``(parents (B, k), tokens (B, k), log_probs (B, k))``
-    of the live beams (host arrays), for drawing the search tree.
+    best first; ``trace``: per step, ``(parents (B, k), tokens (B, k), log_probs (B, k),
+    ended)`` -- the live beams after the step (host arrays; beam ``j`` extends beam
+    ``parents[b, j]`` of the step before) and ``ended[b]``, a list of ``(parent, log_prob)``
+    of the beams that emitted ``<eos>`` at this step -- for drawing the search tree.
     """
 
     tokens: object
@@ -563,9 +565,10 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
         top = xp.argsort(-cand, axis=-1, kind="stable")[:, :2 * k]         # best 2k of k*V
         top_lp = to_numpy(xp.take_along_axis(cand, top, axis=-1))
         top = to_numpy(top)
-        parents, tokens, new_lp = [], [], []
+        parents, tokens, new_lp, ended = [], [], [], []
         for b in range(B):   # bookkeeping per source (a few Python ops per candidate)
             keep_p, keep_t, keep_lp = [], [], []
+            ended.append([])
             if not done[b]:
                 for rank, (c, lp_c) in enumerate(zip(top[b], top_lp[b])):
                     parent, tok = divmod(int(c), V)
@@ -575,6 +578,7 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
                         if rank < k:   # an <eos> ranked below k would not have survived anyway
                             hyp = beam_tokens[b][parent] + [tok]
                             finished[b].append((lp_c / length_penalty(len(hyp), alpha), float(lp_c), hyp))
+                            ended[b].append((parent, float(lp_c)))
                         continue
                     keep_p.append(parent)
                     keep_t.append(tok)
@@ -598,7 +602,7 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
             tokens.append(keep_t)
             new_lp.append(keep_lp)
         parents_a = xp.asarray(parents, dtype=xp.int64)                  # (B, k)
-        trace.append((to_numpy(parents_a), to_numpy(xp.asarray(tokens)), to_numpy(xp.asarray(new_lp))))
+        trace.append((to_numpy(parents_a), to_numpy(xp.asarray(tokens)), to_numpy(xp.asarray(new_lp)), ended))
         if all(done):
             break
         beam_lp = xp.asarray(new_lp)
