@@ -37,6 +37,7 @@ with or without the cache.
 import math
 from dataclasses import dataclass, field
 
+from .attention.positions import rotate_new_rows, score_bias
 from .attention.sdpa import scaled_dot_product_attention
 from .backend import Generator, get_rng, to_numpy, xp
 from .data import Vocab
@@ -143,8 +144,11 @@ def _cached_self_attention(mha, x, cache, layer):
     q = mha._split_heads(_affine(x, Wq, bq))                       # (B, H, n, D) new queries
     k_new = mha._split_heads(_affine(x, Wk, bk))                   # (B, H, n, D) new keys ...
     v_new = mha._split_heads(_affine(x, Wv, bv))                   # ... and values
+    q, k_new = rotate_new_rows(mha.positional, q, k_new, cache.length - x.shape[1])   # RoPE (if any)
     K, V = cache.write(layer, k_new, v_new)                        # (B, H, t, D): all so far
-    ctx, attn = scaled_dot_product_attention(q, K, V, attn_mask=cache.key_mask(x.shape[1]), training=False)
+    bias = score_bias(mha.positional, x.shape[1], K.shape[2], q.dtype)                # ALiBi/relative (if any)
+    ctx, attn = scaled_dot_product_attention(q, K, V, attn_mask=cache.key_mask(x.shape[1]), training=False,
+                                             attn_bias=bias)
     out = _affine(mha._merge_heads(ctx), mha.out_proj.weight.data,
                   None if mha.out_proj.bias is None else mha.out_proj.bias.data)
     return out, attn.weights
@@ -197,7 +201,10 @@ def _decoder_layer_step(layer, x, cache, index, memory_kv, memory_mask):
 
 
 def _position_rows(pos_module, start, n):
-    """Rows ``start .. start+n-1`` of a positional encoding (sinusoidal table or learned)."""
+    """Rows ``start .. start+n-1`` of a positional encoding (sinusoidal table or learned); 0 when
+    the positions live in the attention layers (``positional="rope"/"alibi"/"relative"``)."""
+    if not hasattr(pos_module, "max_len"):
+        return xp.zeros((n, 1))
     if start + n > pos_module.max_len:
         raise ValueError(f"decoding: position {start + n - 1} exceeds the positional encoding's "
                          f"'max_len' {pos_module.max_len}")
@@ -295,7 +302,7 @@ class GPTState:
         seen = self.num_real[:, None] + xp.cumsum(~pad, axis=1)
         pos = xp.maximum(seen - 1, 0)
         self.num_real = seen[:, -1]
-        x = model.wte(tokens) + model.wpe.weight.data[pos]               # x = E[idx] + P[pos]
+        x = model.wte(tokens) + model.position_rows(pos)                 # x = E[idx] + P[pos]
         self.cache.extend(pad)
         self.weights = []
         for i, block in enumerate(model.blocks):
