@@ -36,9 +36,10 @@ SPACE = "\u2423"  # "␣", how a space token is drawn
 def token_labels(tokens):
     """Tokens as tick labels: a list of strings, with a space shown as ``"␣"``.
 
-    ``token_labels("a b")`` -> ``['a', '␣', 'b']``; a list of token strings works too.
+    ``token_labels("a b")`` -> ``['a', '␣', 'b']``; a list of token strings works too.  Only
+    a token that is all spaces is replaced (a label such as ``"head 1"`` keeps its space).
     """
-    return [SPACE if str(t) == " " else str(t).replace(" ", SPACE) for t in tokens]
+    return [SPACE * len(str(t)) if str(t) and not str(t).strip(" ") else str(t) for t in tokens]
 
 
 def _labels(labels, n, name, where):

@@ -34,7 +34,7 @@ def _ticks(labels):
 
 def test_token_labels_show_spaces():
     assert viz.token_labels("a b") == ["a", "\u2423", "b"]
-    assert viz.token_labels(["<sos>", " ", "x y"]) == ["<sos>", "\u2423", "x\u2423y"]
+    assert viz.token_labels(["<sos>", " ", "head 1"]) == ["<sos>", "\u2423", "head 1"]
     assert viz.token_labels([3, 4]) == ["3", "4"]
 
 
