@@ -144,8 +144,16 @@ def plot_attention(weights, x_labels=None, y_labels=None, ax=None, title=None, c
     ``x_labels``); without labels the axes show the indices.  A colour bar shows the
     weight scale (from ``vmin`` = 0 to the largest weight, or ``vmax``: pass ``vmax=1``
     to compare separate figures).  Change ``xlabel``/``ylabel`` when rows are not
-    queries (e.g. one row per sentence).  Returns the Axes.
+    queries (e.g. one row per sentence).  Returns the Axes.  Attention weights are never
+    negative: a map with negative entries (scores, say) raises ``ValueError`` -- draw it
+    with :func:`plot_heatmap`, which centres signed maps on 0.
     """
+    import numpy as np
+
+    w = _as_map(weights, "weights", "plot_attention")
+    if w.size and np.nanmin(w) < 0:
+        raise ValueError(f"plot_attention: 'weights' has negative entries (min {float(np.nanmin(w)):.3g}); "
+                         "attention weights are >= 0 -- draw scores or other signed maps with plot_heatmap")
     return plot_heatmap(weights, x_labels, y_labels, ax=ax, title=title, xlabel=xlabel, ylabel=ylabel,
                         cbar_label="attention weight", signed=False, vmin=vmin, vmax=vmax,
                         cmap=cmap or CMAP)

@@ -101,3 +101,5 @@ def test_bad_labels_and_shapes_are_named():
         viz.show_heatmaps(np.zeros((1, 2, 3, 4, 5)))
     with pytest.raises(TypeError, match="'mask' must be a boolean"):
         viz.plot_mask(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="negative entries.*plot_heatmap"):
+        viz.plot_attention(np.array([[0.5, -0.5]]))      # scores are not weights: no clipping at 0
