@@ -5,7 +5,6 @@ asymmetric (three different weights, a context that is none of the values), and 
 around it must not hard-code its numbers.
 """
 import json
-import os
 import pathlib
 import re
 
