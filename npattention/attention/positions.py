@@ -22,8 +22,7 @@ from .alibi import ALiBi
 from .relative_bias import RelativePositionBias
 from .rotary import RotaryEmbedding, apply_rotary, apply_rotary_backward
 
-__all__ = ["POSITIONAL_CHOICES", "make_positional", "positions_backward", "positions_forward", "rotate_new_rows",
-           "score_bias"]
+__all__ = ["POSITIONAL_CHOICES", "make_positional", "positions_backward", "positions_forward"]
 
 POSITIONAL_CHOICES = ("rope", "alibi", "relative")
 
@@ -76,27 +75,9 @@ def positions_backward(pos, dq, dk, dbias, cache):
         cos_q, sin_q, cos_k, sin_k = cache                 # q' = q R_i  =>  dq = dq' R_i^T
         return apply_rotary_backward(dq, cos_q, sin_q), apply_rotary_backward(dk, cos_k, sin_k)
     if isinstance(pos, RelativePositionBias):
-        L, S = pos.cache.shape                             # the bias may have been broadcast over the
-        pos.backward(dbias.reshape(-1, pos.num_heads, L, S).sum(axis=0))   # batch, or split in groups                                # scores = ... + bias: dbias = dscores
+        # scores = ... + bias: dbias = dscores, summed over the batch (or the groups of GQA)
+        # that the (H, L, S) bias was broadcast on
+        L, S = pos.cache.shape
+        pos.backward(dbias.reshape(-1, pos.num_heads, L, S).sum(axis=0))
     return dq, dk
 
-
-# ---------------------------------------------------------------- with a key/value cache
-def rotate_new_rows(pos, q, k, start):
-    """RoPE for a decoding step with a KV cache: the ``n`` new queries and keys ``(..., n, D)``
-    sit at positions ``start .. start + n - 1`` and are rotated there; the cache then stores
-    rotated keys, so old keys are never rotated again.  Other options: unchanged."""
-    if not isinstance(pos, RotaryEmbedding):
-        return q, k
-    cos, sin = pos.tables(q.shape[-2], start, q.dtype)
-    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-
-
-def score_bias(pos, L, S, dtype, is_causal=True):
-    """The ALiBi / relative-position score bias ``(H, L, S)`` of the last ``L`` of ``S``
-    positions (a decoding step with a KV cache), or None for the other options."""
-    if isinstance(pos, ALiBi):
-        return pos.bias(L, S, S - L, causal=is_causal).astype(dtype)
-    if isinstance(pos, RelativePositionBias):
-        return pos(L, S, S - L).astype(dtype)
-    return None
