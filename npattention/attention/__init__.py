@@ -22,3 +22,8 @@ __all__ = [
     "MultiheadAttention", "SelfAttention", "CrossAttention", "CausalSelfAttention",
     "LocalSelfAttention", "band_mask",
 ]
+
+# tiled (memory-efficient, FlashAttention-2 style) attention: docs/tiled.md
+from .tiled import TiledAttentionCache, tiled_attention, tiled_attention_backward, tiled_dropout_mask  # noqa: E402
+
+__all__ += ["TiledAttentionCache", "tiled_attention", "tiled_attention_backward", "tiled_dropout_mask"]
