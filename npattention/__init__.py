@@ -35,3 +35,5 @@ __version__ = "0.1.0"
 from . import decoding
 from .decoding import KVCache, beam_search, beam_search_transformer, generate, greedy_search, sample
 from .gpt import GPT
+from .attention import (ALiBi, GroupedQueryAttention, LinearAttention, RelativePositionBias,  # noqa: E402
+                        RotaryEmbedding, linear_attention)
