@@ -8,6 +8,7 @@ from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, Con
                         CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
                         MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
                         scaled_dot_product_attention, scaled_dot_product_attention_backward)
+from .attention import tiled_attention, tiled_attention_backward
 from .backend import BACKEND, get_rng, manual_seed, to_numpy, xp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .masks import causal_mask, padding_mask
@@ -32,3 +33,5 @@ __version__ = "0.1.0"
 from . import decoding
 from .decoding import KVCache, beam_search, beam_search_transformer, generate, greedy_search, sample
 from .gpt import GPT
+from .attention import (ALiBi, GroupedQueryAttention, LinearAttention, RelativePositionBias,  # noqa: E402
+                        RotaryEmbedding, linear_attention)

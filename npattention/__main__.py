@@ -11,6 +11,7 @@ DEMOS = {
     "vision": "npattention.demos.vision",
     "stn": "npattention.demos.stn",
     "why": "npattention.demos.why_self_attention",
+    "gpt": "npattention.demos.gpt",
 }
 DEFAULT_DEMO = "transformer"
 

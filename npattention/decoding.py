@@ -13,7 +13,11 @@ be chosen before the tokens it depends on.  Three ideas, each in its own section
        K = [K; k_t],  V = [V; v_t]                            (B, H, t+1, D) the cache grows
        s = q_t K^T / sqrt(D)  ->  a = softmax(s, pad)  ->  c = a V        score, align, context
 
-   The logits are those of the full recomputation (a test asserts ``<= 1e-12`` in float64).
+   The logits are those of the full recomputation (a test asserts ``<= 1e-12`` in float64,
+   also with the ``positional="rope"|"alibi"|"relative"`` attention options: RoPE rotates
+   each new key once, at its position, and the cache holds rotated keys; ALiBi and the
+   relative bias add the new query rows of their score bias).  The step always uses the
+   dense attention (one query row is small), whatever ``block_size`` (tiling) says.
    :class:`TransformerDecoderState` (encoder-decoder :class:`~npattention.transformer.Transformer`;
    the cross-attention keys/values of the encoder output are computed once) and
    :class:`GPTState` (decoder-only :class:`~npattention.gpt.GPT`) wrap a model with one;
@@ -37,6 +41,8 @@ with or without the cache.
 import math
 from dataclasses import dataclass, field
 
+from .attention.positions import positions_forward
+from .attention.rotary import RotaryEmbedding, apply_rotary
 from .attention.sdpa import scaled_dot_product_attention
 from .backend import Generator, get_rng, to_numpy, xp
 from .data import Vocab
@@ -143,8 +149,16 @@ def _cached_self_attention(mha, x, cache, layer):
     q = mha._split_heads(_affine(x, Wq, bq))                       # (B, H, n, D) new queries
     k_new = mha._split_heads(_affine(x, Wk, bk))                   # (B, H, n, D) new keys ...
     v_new = mha._split_heads(_affine(x, Wv, bv))                   # ... and values
+    n, t = x.shape[1], cache.length                                # new positions t-n .. t-1
+    pos = getattr(mha, "positional", None)                         # positions inside attention (optional)
+    if isinstance(pos, RotaryEmbedding):   # RoPE: rotate the new q and k once; the cache holds rotated keys
+        cos, sin = pos.tables(n, t - n, q.dtype)
+        q, k_new = apply_rotary(q, cos, sin), apply_rotary(k_new, cos, sin)
     K, V = cache.write(layer, k_new, v_new)                        # (B, H, t, D): all so far
-    ctx, attn = scaled_dot_product_attention(q, K, V, attn_mask=cache.key_mask(x.shape[1]), training=False)
+    bias = None
+    if pos is not None and not isinstance(pos, RotaryEmbedding):  # ALiBi / relative: the new rows' score bias
+        q, _, bias, _ = positions_forward(pos, q, K)
+    ctx, attn = scaled_dot_product_attention(q, K, V, attn_mask=cache.key_mask(n), training=False, attn_bias=bias)
     out = _affine(mha._merge_heads(ctx), mha.out_proj.weight.data,
                   None if mha.out_proj.bias is None else mha.out_proj.bias.data)
     return out, attn.weights
@@ -198,6 +212,8 @@ def _decoder_layer_step(layer, x, cache, index, memory_kv, memory_mask):
 
 def _position_rows(pos_module, start, n):
     """Rows ``start .. start+n-1`` of a positional encoding (sinusoidal table or learned)."""
+    if not hasattr(pos_module, "max_len"):   # positions inside the attention layers: nothing added here
+        return 0.0
     if start + n > pos_module.max_len:
         raise ValueError(f"decoding: position {start + n - 1} exceeds the positional encoding's "
                          f"'max_len' {pos_module.max_len}")
@@ -248,7 +264,8 @@ class TransformerDecoderState:
         start = self.cache.length
         # y = PE(E_tgt[tgt] * sqrt(d)), only the new rows
         x = model.tgt_embed(tokens) * math.sqrt(model.d_model)
-        x = x + _position_rows(model.tgt_pos, start, n).astype(x.dtype)
+        rows = _position_rows(model.tgt_pos, start, n)
+        x = x + (rows.astype(x.dtype) if hasattr(rows, "astype") else rows)
         self.cache.extend(tokens == model.pad_idx)
         self.self_weights, self.cross_weights = [], []
         for i, layer in enumerate(model.decoder.layers):

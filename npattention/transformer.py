@@ -101,10 +101,11 @@ class TransformerEncoderLayer(Module):
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, norm_first=False, positional=None):
+                 layer_norm_eps=1e-5, norm_first=False, positional=None, attn_block_size=None):
         where = "TransformerEncoderLayer"
         check_probability(dropout, "dropout", where)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, positional=positional)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, positional=positional,
+                                            block_size=attn_block_size)
         self.ff = PositionwiseFeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
@@ -171,11 +172,12 @@ class TransformerDecoderLayer(Module):
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, norm_first=False, positional=None):
+                 layer_norm_eps=1e-5, norm_first=False, positional=None, attn_block_size=None):
         where = "TransformerDecoderLayer"
         check_probability(dropout, "dropout", where)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, positional=positional)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, positional=positional,
+                                            block_size=attn_block_size)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, block_size=attn_block_size)
         self.ff = PositionwiseFeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
@@ -337,13 +339,15 @@ class Transformer(Module):
     output projection use the target embedding matrix (one shared :class:`Parameter`,
     whose gradient collects both uses).  Embeddings start as ``N(0, 1/d)`` so that after
     the ``sqrt(d)`` scale they have unit variance; the attention and feed-forward weight
-    matrices get Xavier-uniform, as in ``torch.nn.Transformer``.
+    matrices get Xavier-uniform, as in ``torch.nn.Transformer``.  ``attn_block_size``
+    (also an argument of both layer classes) is passed to every attention layer as
+    ``MultiheadAttention(block_size=...)``: None = default path, ``B`` = tiled (docs/tiled.md).
     """
 
     def __init__(self, src_vocab_size, tgt_vocab_size, d_model=64, nhead=4, num_encoder_layers=2,
                  num_decoder_layers=2, dim_feedforward=256, dropout=0.1, activation="relu",
                  layer_norm_eps=1e-5, norm_first=False, max_len=256, positional="sinusoidal",
-                 tie_weights=False, pad_idx=Vocab.PAD):
+                 tie_weights=False, pad_idx=Vocab.PAD, attn_block_size=None):
         where = "Transformer"
         self.src_vocab_size = check_positive_int(src_vocab_size, "src_vocab_size", where)
         self.tgt_vocab_size = check_positive_int(tgt_vocab_size, "tgt_vocab_size", where)
@@ -357,9 +361,9 @@ class Transformer(Module):
                            num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
                            dropout=dropout, activation=activation, layer_norm_eps=layer_norm_eps,
                            norm_first=norm_first, max_len=max_len, positional=positional,
-                           tie_weights=tie_weights, pad_idx=pad_idx)
+                           tie_weights=tie_weights, pad_idx=pad_idx, attn_block_size=attn_block_size)
         args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first,
-                positional if positional in POSITIONAL_CHOICES else None)
+                positional if positional in POSITIONAL_CHOICES else None, attn_block_size)
         self.encoder = TransformerEncoder([TransformerEncoderLayer(*args) for _ in range(num_encoder_layers)],
                                           norm=LayerNorm(d_model, eps=layer_norm_eps))
         self.decoder = TransformerDecoder([TransformerDecoderLayer(*args) for _ in range(num_decoder_layers)],

@@ -46,6 +46,20 @@ def test_transformer_cached_logits_equal_full_recomputation(norm_first, position
     assert float(xp.abs(xp.concatenate([first, rest], axis=1) - full).max()) <= 1e-12
 
 
+@pytest.mark.parametrize("positional,tiled", [("rope", False), ("alibi", True), ("relative", False)])
+def test_cached_logits_with_positions_inside_attention(positional, tiled):
+    manual_seed(4)
+    model = Transformer(9, 11, d_model=12, nhead=2, num_encoder_layers=1, num_decoder_layers=2,
+                        dim_feedforward=16, positional=positional, attn_block_size=3 if tiled else None,
+                        max_len=16).double().eval()
+    src = xp.asarray([[4, 5, 6, 7, 2], [5, 2, 0, 0, 0]], dtype=xp.int64)
+    ys = xp.asarray([[1, 4, 5, 6, 7, 8, 9], [1, 7, 2, 0, 0, 0, 0]], dtype=xp.int64)
+    full = model.decode(ys, model.encode(src), memory_key_padding_mask=src == 0)
+    state = TransformerDecoderState(model, src, max_len=7)
+    got = xp.concatenate([state.step(ys[:, :3])] + [state.step(ys[:, t]) for t in range(3, 7)], axis=1)
+    assert float(xp.abs(got - full).max()) <= 1e-12
+
+
 def test_cached_greedy_equals_greedy_decode():
     model = _transformer(False, "sinusoidal", seed=3)
     src = xp.asarray([[4, 5, 6, 7, 2], [5, 2, 0, 0, 0], [8, 4, 2, 0, 0], [6, 6, 6, 6, 2]], dtype=xp.int64)

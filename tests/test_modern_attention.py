@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from npattention.attention.alibi import ALiBi, alibi_bias, alibi_slopes
+from npattention.attention.grouped_query import GroupedQueryAttention
+from npattention.attention.linear_attention import LinearAttention, linear_attention, linear_attention_quadratic
 from npattention.attention.multihead import MultiheadAttention
 from npattention.attention.relative_bias import RelativePositionBias, relative_position_bucket
 from npattention.attention.rotary import apply_rotary, rotary_tables
 from npattention.attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from npattention.backend import to_numpy, xp
-from npattention.masks import causal_mask
+from npattention.masks import causal_mask, padding_mask
 from npattention.transformer import Transformer
 
 
@@ -177,3 +179,125 @@ def test_transformer_positional_option(rng, positional):
     assert model.encoder.layers[0].self_attn.positional is not None
     assert model.decoder.layers[0].multihead_attn.positional is None
     assert all(np.isfinite(H(p.grad)).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------ grouped-query attention
+def _double_random(m, rng):
+    for _, p in m.named_parameters():
+        p.data[...] = rng.normal(p.shape, scale=0.5)
+    return m.double()
+
+
+@pytest.mark.parametrize("positional", [None, "rope", "relative"])
+def test_gqa_with_one_head_per_group_is_multihead(rng, positional):
+    mha = _double_random(MultiheadAttention(8, 4, positional=positional), rng)
+    gqa = GroupedQueryAttention.from_multihead(mha, num_kv_heads=4)
+    x = rng.normal((2, 5, 8), dtype=xp.float64)
+    kpm = padding_mask(xp.asarray([5, 3]), 5)
+    a, wa = mha(x, x, x, key_padding_mask=kpm, is_causal=True, average_attn_weights=False)
+    b, wb = gqa(x, x, x, key_padding_mask=kpm, is_causal=True, average_attn_weights=False)
+    np.testing.assert_allclose(H(a), H(b), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(wa), H(wb), atol=1e-12, rtol=0)
+    g = rng.normal(a.shape, dtype=xp.float64)
+    mha.zero_grad(), gqa.zero_grad()
+    for da, db in zip(mha.backward(g), gqa.backward(g)):
+        np.testing.assert_allclose(H(da), H(db), atol=1e-12, rtol=0)
+    E = 8
+    gW = H(mha.in_proj_weight.grad)
+    np.testing.assert_allclose(H(gqa.q_proj_weight.grad), gW[:E], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(gqa.k_proj_weight.grad), gW[E:2 * E], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(gqa.v_proj_weight.grad), gW[2 * E:], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(gqa.in_proj_bias.grad), H(mha.in_proj_bias.grad), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_gqa_key_value_gradients_are_summed_over_each_group(rng, num_kv_heads):
+    """GQA = MHA whose key/value heads are copies within each group; the GQA key/value weight
+    gradient is the sum of those copies' gradients."""
+    Hh, D, E = 4, 2, 8
+    G = Hh // num_kv_heads
+    gqa = _double_random(GroupedQueryAttention(E, Hh, num_kv_heads), rng)
+    mha = MultiheadAttention(E, Hh).double()
+    Wk, Wv = H(gqa.k_proj_weight.data), H(gqa.v_proj_weight.data)
+    b = H(gqa.in_proj_bias.data)
+    rep = lambda a: np.repeat(a.reshape(num_kv_heads, 1, D, *a.shape[1:]), G, axis=1).reshape(E, *a.shape[1:])  # noqa: E731
+    mha.in_proj_weight.data[...] = xp.asarray(np.concatenate([H(gqa.q_proj_weight.data), rep(Wk), rep(Wv)]))
+    mha.in_proj_bias.data[...] = xp.asarray(np.concatenate([b[:E], rep(b[E:E + num_kv_heads * D]),
+                                                            rep(b[E + num_kv_heads * D:])]))
+    mha.out_proj.load_state_dict(gqa.out_proj.state_dict())
+    q, kv = rng.normal((2, 3, E), dtype=xp.float64), rng.normal((2, 6, E), dtype=xp.float64)
+    a, _ = mha(q, kv, kv)
+    c, _ = gqa(q, kv, kv)
+    np.testing.assert_allclose(H(a), H(c), atol=1e-12)
+    g = rng.normal(a.shape, dtype=xp.float64)
+    for da, dc in zip(mha.backward(g), gqa.backward(g)):
+        np.testing.assert_allclose(H(da), H(dc), atol=1e-12)
+    summed = H(mha.in_proj_weight.grad)[E:2 * E].reshape(num_kv_heads, G, D, E).sum(axis=1).reshape(-1, E)
+    np.testing.assert_allclose(H(gqa.k_proj_weight.grad), summed, atol=1e-12)
+
+
+def test_kv_cache_sizes_shrink_with_the_groups(capsys):
+    sizes = {hkv: GroupedQueryAttention(64, 8, hkv).kv_cache_nbytes(seq_len=1024, batch_size=1)
+             for hkv in (8, 4, 2, 1)}
+    for hkv, n in sizes.items():
+        print(f"H=8, num_kv_heads={hkv}: KV cache {n / 1024:.0f} KiB per layer for 1024 float32 tokens")
+    assert sizes == {8: 2 * 1024 * 64 * 4, 4: 2 * 1024 * 32 * 4, 2: 2 * 1024 * 16 * 4, 1: 2 * 1024 * 8 * 4}
+    assert "num_kv_heads=1: KV cache 64 KiB" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="'num_kv_heads' \\(3\\) must divide 'num_heads' \\(8\\)"):
+        GroupedQueryAttention(64, 8, 3)
+
+
+# ------------------------------------------------------------------ linear attention
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_equals_its_quadratic_form(rng, causal):
+    q, k = rng.normal((2, 3, 9, 4), dtype=xp.float64), rng.normal((2, 3, 9, 4), dtype=xp.float64)
+    v = rng.normal((2, 3, 9, 5), dtype=xp.float64)
+    kpm = padding_mask(xp.asarray([9, 6]), 9)[:, None]            # (B, 1, S)
+    fast, _ = linear_attention(q, k, v, causal=causal, key_padding_mask=kpm)
+    slow, w = linear_attention_quadratic(q, k, v, causal=causal, key_padding_mask=kpm)
+    np.testing.assert_allclose(H(fast), H(slow), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(H(w).sum(-1), 1.0, atol=1e-6)      # rows of the weights sum to 1 (eps aside)
+    if causal:
+        iu = np.triu_indices(9, 1)
+        assert np.all(H(w)[..., iu[0], iu[1]] == 0)               # the future gets weight 0
+        # the causal output of position t depends only on tokens <= t
+        q2 = q.copy()
+        q2[..., 6:, :] += 1.0
+        k2 = k.copy()
+        k2[..., 6:, :] += 1.0
+        again, _ = linear_attention(q2, k2, v, causal=True, key_padding_mask=kpm)
+        np.testing.assert_allclose(H(again)[..., :6, :], H(fast)[..., :6, :], atol=1e-12)
+    # explicitly: c_i = sum_j a_ij v_j with a_ij = phi(q_i).phi(k_j) / sum_j' phi(q_i).phi(k_j')
+    phi = lambda x: np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))   # noqa: E731
+    s = phi(H(q))[0, 1] @ phi(H(k))[0, 1].T
+    if causal:
+        s = np.tril(s)
+    np.testing.assert_allclose(H(fast)[0, 1], (s / s.sum(1, keepdims=True)) @ H(v)[0, 1], atol=1e-6)
+
+
+def test_causal_linear_attention_memory_is_linear_in_T(rng):
+    """Nothing of size T x T is kept: every cached array is O(T (D + Dv)) or O(D Dv)."""
+    T, D = 64, 4
+    q, k, v = (rng.normal((1, 1, T, D), dtype=xp.float64) for _ in range(3))
+    for causal in (False, True):
+        _, cache = linear_attention(q, k, v, causal=causal)
+        sizes = [a.size for a in cache if hasattr(a, "size")]
+        assert max(sizes) == T * D < T * T
+
+
+def test_linear_attention_module(rng):
+    m = _double_random(LinearAttention(8, 2, causal=True), rng)
+    x = rng.normal((2, 6, 8), dtype=xp.float64)
+    out, w = m(x, x, x)
+    assert w is None and out.shape == (2, 6, 8)
+    # the same numbers as MultiheadAttention's projections around the quadratic form
+    (Wq, bq, _, _), (Wk, bk, _, _), (Wv, bv, _, _) = m._projections()
+    heads = lambda y: m._split_heads(y)                                     # noqa: E731
+    ctx, _ = linear_attention_quadratic(heads(x @ Wq.T + bq), heads(x @ Wk.T + bk), heads(x @ Wv.T + bv),
+                                        causal=True)
+    np.testing.assert_allclose(H(out), H(m._merge_heads(ctx) @ m.out_proj.weight.data.T + m.out_proj.bias.data),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="'attn_mask' is not supported"):
+        m(x, x, x, attn_mask=causal_mask(6))
+    with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
+        linear_attention(x[:, :2], x, x, causal=True)

@@ -26,6 +26,7 @@ from ..validate import broadcast_shapes, check_array, check_positive_int, check_
 from ..masks import combine_masks
 from .positions import make_positional, positions_backward, positions_forward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from .tiled import TiledAttentionCache, _block_sizes, tiled_attention, tiled_attention_backward
 
 __all__ = ["MultiheadAttention"]
 
@@ -64,10 +65,22 @@ class MultiheadAttention(Module):
     input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
     (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
     equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul.
+
+    ``block_size`` (default None): None runs step 3 with the default
+    :func:`~npattention.attention.sdpa.scaled_dot_product_attention`; an int ``B`` or a pair
+    ``(B_q, B_k)`` runs it with the tiled, memory-efficient
+    :func:`~npattention.attention.tiled.tiled_attention` instead (same outputs and gradients;
+    no ``(L, S)`` array; docs/tiled.md).  The tiled path never forms the weights, so it
+    returns ``weights = None`` whatever ``need_weights`` says.  It is a plain attribute:
+    ``mha.block_size = 128`` switches an existing module.
     """
 
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, positional=None):
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, positional=None,
+                 block_size=None):
         where = "MultiheadAttention"
+        if block_size is not None:
+            _block_sizes(block_size, where)  # checked now (a positive int or a pair), kept as given
+        self.block_size = block_size
         self.embed_dim = check_positive_int(embed_dim, "embed_dim", where)
         self.num_heads = check_positive_int(num_heads, "num_heads", where)
         if embed_dim % num_heads:
@@ -172,9 +185,14 @@ class MultiheadAttention(Module):
         if float_mask is not None:
             bias = float_mask if bias is None else bias + float_mask
         # 3. attention in every head at once (the heads are just another batch axis)
-        ctx, attn_cache = scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training,
-            attn_bias=bias)
+        if self.block_size is not None:     # tiled: no (L, S) scores or weights (docs/tiled.md)
+            ctx, attn_cache = tiled_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal,
+                                              training=self.training, attn_bias=bias, block_size=self.block_size)
+            need_weights = False
+        else:
+            ctx, attn_cache = scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training,
+                attn_bias=bias)
         # 4. concat heads, 5. output projection
         out = self.out_proj(self._merge_heads(ctx))                       # (B, L, E)
 
@@ -192,7 +210,9 @@ class MultiheadAttention(Module):
         # 4. concat heads <- split the gradient the same way
         dctx = self._split_heads(dconcat)                                 # (B, H, L, D)
         # 3. attention per head
-        dq, dk, dv, *dbias = scaled_dot_product_attention_backward(dctx, attn_cache)
+        attn_backward = tiled_attention_backward if isinstance(attn_cache, TiledAttentionCache) \
+            else scaled_dot_product_attention_backward
+        dq, dk, dv, *dbias = attn_backward(dctx, attn_cache)
         dq, dk = positions_backward(self.positional, dq, dk, dbias[0] if dbias else None, pos_cache)
         # 2. split heads <- merge, 1. expand: y = x W^T + b  =>  dW += dy^T x, db += sum dy, dx = dy W
         grads = []
@@ -211,4 +231,6 @@ class MultiheadAttention(Module):
             s += f", kdim={self.kdim}, vdim={self.vdim}"
         if self.positional is not None:
             s += f", positional={self.positional!r}"
+        if self.block_size is not None:
+            s += f", block_size={self.block_size}"
         return s + ", batch_first=True"

@@ -1,6 +1,8 @@
 """Cases for the attention variants beyond the 2017 Transformer (issue 15): the additive
 score bias of scaled dot-product attention, RoPE, ALiBi, the relative position bias and
 the ``positional=`` option of MultiheadAttention."""
+from ..attention.grouped_query import GroupedQueryAttention
+from ..attention.linear_attention import LinearAttention, linear_attention, linear_attention_backward
 from ..attention.multihead import MultiheadAttention
 from ..attention.relative_bias import RelativePositionBias
 from ..attention.rotary import RotaryEmbedding
@@ -51,3 +53,45 @@ def positional_mha_cases(rng):
     m = _random_biases(MultiheadAttention(4, 2, positional="relative"), rng)
     yield Case(m, (rng.normal((1, 3, 4)), rng.normal((1, 3, 4)), rng.normal((1, 3, 4))),
                kwargs={"attn_mask": rng.normal((2, 3, 3))}, label="relative + float attn_mask (B*H, L, S)")
+
+
+@register("GroupedQueryAttention")
+def grouped_query_cases(rng):
+    kpm = padding_mask(xp.asarray([4, 2]), 4)
+    yield Case(_random_biases(GroupedQueryAttention(8, 4, num_kv_heads=2), rng),
+               (rng.normal((2, 3, 8)), rng.normal((2, 4, 8)), rng.normal((2, 4, 8))),
+               kwargs={"key_padding_mask": kpm}, label="H=4 H_kv=2, padded keys", options={"max_entries": 30})
+    x = rng.normal((2, 5, 8))
+    yield Case(_random_biases(GroupedQueryAttention(8, 4, num_kv_heads=1, dropout=0.2, positional="rope"), rng),
+               (x, x, x), kwargs={"is_causal": True}, label="multi-query, RoPE, causal, dropout (train)",
+               options={"max_entries": 30})
+    m = _random_biases(GroupedQueryAttention(6, 3, num_kv_heads=1, positional="relative"), rng)
+    m.positional.weight.data[...] = rng.normal(m.positional.weight.shape)
+    yield Case(m, (x[..., :6], x[..., :6], x[..., :6]), kwargs={"attn_mask": rng.random((6, 5, 5)) > 0.7},
+               label="H=3 H_kv=1, relative bias, per-head mask (B*H, L, S)")
+
+
+@register("linear_attention")
+def linear_attention_cases(rng):
+    for causal in (False, True):
+        pair = FunctionModule(linear_attention, linear_attention_backward)
+        # eps=0: the first causal query sees one key, so its output v_0 does not depend on q_0 at all
+        # (its gradient is exactly 0; with eps > 0 it would be ~1e-7 and its relative error pure noise)
+        kpm = padding_mask(xp.asarray([5, 3]), 5)[:, None]
+        yield Case(pair, (rng.normal((2, 3, 5, 4)), rng.normal((2, 3, 5, 4)), rng.normal((2, 3, 5, 3))),
+                   kwargs={"causal": causal, "eps": 0.0, "key_padding_mask": kpm},
+                   label=f"(B, H, T, D), causal={causal}, padded keys", options={"max_entries": 40})
+    yield Case(FunctionModule(linear_attention, linear_attention_backward),
+               (rng.normal((4, 2)), rng.normal((2, 6, 2)), rng.normal((1, 6, 3))),
+               label="bidirectional, L != S, broadcast leading axes")
+
+
+@register("LinearAttention")
+def linear_attention_module_cases(rng):
+    x = rng.normal((2, 5, 8))
+    yield Case(_random_biases(LinearAttention(8, 2, causal=True, eps=0.0), rng), (x, x, x), label="causal, E=8 H=2",
+               options={"max_entries": 30})
+    yield Case(_random_biases(LinearAttention(6, 3), rng), (rng.normal((2, 3, 6)), rng.normal((2, 4, 6)),
+                                                             rng.normal((2, 4, 6))),
+               kwargs={"key_padding_mask": padding_mask(xp.asarray([4, 2]), 4)},
+               label="bidirectional cross, padded keys", options={"max_entries": 30})
