@@ -95,7 +95,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
     _check_bias(attn_bias, tuple(lead) + (L, S))
     dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)  # Python float: no upcast
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else _check_scale(scale)  # Python float: no upcast
     mask = combine_masks(attn_mask, causal_mask(L, S) if is_causal else None)
 
     # 1. score: similarity of every query with every key.  scores = q k^T * scale, computed
@@ -118,6 +118,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     cache = AttentionCache(query, key, value, weights, attn, keep, dropout_p, scale, context,
                            None if attn_bias is None else tuple(attn_bias.shape))
     return ((context, weights) if need_weights else context), cache
+
+
+def _check_scale(scale):
+    """A finite Python float (a NaN or inf scale would turn every weight into NaN)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) and not (
+            hasattr(scale, "shape") and scale.shape == () and scale.dtype.kind in "fiu"):
+        raise TypeError(f"{_WHERE}: 'scale' must be a number or None, got {type(scale).__name__}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"{_WHERE}: 'scale' must be finite, got {float(scale)}")
+    return float(scale)
 
 
 def _check_bias(bias, target_shape):
@@ -150,6 +160,11 @@ def scaled_dot_product_attention_backward(grad_output, cache):
 
     ``dS`` is built in place in the ``dA`` buffer: no other ``(..., L, S)`` temporaries.
     """
+    where = "scaled_dot_product_attention_backward"
+    if not isinstance(cache, AttentionCache):
+        raise TypeError(f"{where}: 'cache' must be the AttentionCache returned by scaled_dot_product_attention "
+                        f"(out, cache = ...), got {type(cache).__name__}")
+    check_array(grad_output, "grad_output", where, shape=tuple(cache.context.shape))
     q_scaled, k, v = cache.query, cache.key, cache.value   # the cache holds q * scale
     # 3. context = attn @ v
     dv = xp.swapaxes(cache.attn, -1, -2) @ grad_output      # (..., S, Ev)
