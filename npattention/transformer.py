@@ -30,13 +30,13 @@ import math
 
 from .attention.multihead import MultiheadAttention
 from .attention.positions import POSITIONAL_CHOICES
-from .backend import get_rng, xp
+from .backend import xp
 from .data import Vocab
 from .masks import causal_mask
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, xavier_uniform
 from .module import Module
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from .validate import check_array, check_positive_int, check_probability
+from .validate import check_array, check_positive_int, check_probability, renamed_args
 
 __all__ = [
     "PositionwiseFeedForward",
@@ -116,9 +116,11 @@ class TransformerEncoderLayer(Module):
         self.self_attn_weights = None
 
     def _sa(self, z, attn_mask, key_padding_mask, is_causal):
-        out, self.self_attn_weights = self.self_attn(
-            z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-            average_attn_weights=False, is_causal=is_causal)
+        with renamed_args("TransformerEncoderLayer", "MultiheadAttention",
+                          attn_mask="src_mask", key_padding_mask="src_key_padding_mask"):
+            out, self.self_attn_weights = self.self_attn(
+                z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                average_attn_weights=False, is_causal=is_causal)
         return out
 
     def _sa_backward(self, g):
@@ -190,15 +192,19 @@ class TransformerDecoderLayer(Module):
         self.self_attn_weights = self.cross_attn_weights = None
 
     def _sa(self, z, attn_mask, key_padding_mask, is_causal):
-        out, self.self_attn_weights = self.self_attn(
-            z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-            average_attn_weights=False, is_causal=is_causal)
+        with renamed_args("TransformerDecoderLayer", "MultiheadAttention",
+                          attn_mask="tgt_mask", key_padding_mask="tgt_key_padding_mask"):
+            out, self.self_attn_weights = self.self_attn(
+                z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                average_attn_weights=False, is_causal=is_causal)
         return out
 
     def _ca(self, z, memory, attn_mask, key_padding_mask, is_causal):
-        out, self.cross_attn_weights = self.multihead_attn(
-            z, memory, memory, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-            average_attn_weights=False, is_causal=is_causal)
+        with renamed_args("TransformerDecoderLayer", "MultiheadAttention",
+                          attn_mask="memory_mask", key_padding_mask="memory_key_padding_mask"):
+            out, self.cross_attn_weights = self.multihead_attn(
+                z, memory, memory, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                average_attn_weights=False, is_causal=is_causal)
         return out
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
@@ -268,7 +274,8 @@ class TransformerEncoder(Module):
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
         for layer in self.layers:  # a loop over layers (not positions): each is a different function
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+            with renamed_args("TransformerEncoder", "TransformerEncoderLayer", src_mask="mask"):
+                x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
         return self.norm(x) if self.norm is not None else x
 
     def backward(self, grad_output):
@@ -307,12 +314,6 @@ class TransformerDecoder(Module):
             g, dm = layer.backward(g)
             dmemory = dm if dmemory is None else dmemory + dm
         return g, dmemory
-
-
-def _xavier_uniform_(param):
-    fan_out, fan_in = param.data.shape
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    param.data[...] = get_rng().uniform(param.data.shape, -bound, bound, dtype=param.data.dtype)
 
 
 class Transformer(Module):
@@ -370,7 +371,7 @@ class Transformer(Module):
                                           norm=LayerNorm(d_model, eps=layer_norm_eps))
         for p in self.encoder.parameters() + self.decoder.parameters():
             if p.data.ndim > 1:
-                _xavier_uniform_(p)
+                p.data[...] = xavier_uniform(p.data.shape, dtype=p.data.dtype)
         self.src_embed = Embedding(src_vocab_size, d_model, padding_idx=pad_idx)
         self.tgt_embed = Embedding(tgt_vocab_size, d_model, padding_idx=pad_idx)
         for emb in (self.src_embed, self.tgt_embed):
