@@ -30,10 +30,10 @@ import math
 
 from .attention.multihead import MultiheadAttention
 from .attention.positions import POSITIONAL_CHOICES
-from .backend import get_rng, xp
+from .backend import xp
 from .data import Vocab
 from .masks import causal_mask
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, xavier_uniform
 from .module import Module
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .validate import check_array, check_positive_int, check_probability, renamed_args
@@ -317,12 +317,6 @@ class TransformerDecoder(Module):
         return g, dmemory
 
 
-def _xavier_uniform_(param):
-    fan_out, fan_in = param.data.shape
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    param.data[...] = get_rng().uniform(param.data.shape, -bound, bound, dtype=param.data.dtype)
-
-
 class Transformer(Module):
     """The encoder-decoder Transformer on token ids, returning logits ``(B, T, V_tgt)``.
 
@@ -378,7 +372,7 @@ class Transformer(Module):
                                           norm=LayerNorm(d_model, eps=layer_norm_eps))
         for p in self.encoder.parameters() + self.decoder.parameters():
             if p.data.ndim > 1:
-                _xavier_uniform_(p)
+                p.data[...] = xavier_uniform(p.data.shape, dtype=p.data.dtype)
         self.src_embed = Embedding(src_vocab_size, d_model, padding_idx=pad_idx)
         self.tgt_embed = Embedding(tgt_vocab_size, d_model, padding_idx=pad_idx)
         for emb in (self.src_embed, self.tgt_embed):

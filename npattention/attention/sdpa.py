@@ -40,7 +40,7 @@ is differentiable like any float input (a learned relative-position table trains
 import math
 from dataclasses import dataclass
 
-from ..backend import get_rng, xp
+from ..backend import get_rng, sum_to_shape, xp
 from ..masks import causal_mask, combine_masks
 from ..softmax import softmax
 from ..validate import broadcast_shapes, check_array, check_mask, check_probability
@@ -144,15 +144,6 @@ def _check_bias(bias, target_shape):
                          f"broadcast to the scores' shape {target_shape}")
 
 
-def _unbroadcast(grad, shape):
-    """Sum ``grad`` over the leading axes that were broadcast to reach it from ``shape``."""
-    if tuple(grad.shape) == tuple(shape):
-        return grad
-    extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape)
-
-
 def scaled_dot_product_attention_backward(grad_output, cache):
     """Gradients ``(dq, dk, dv)`` from the gradient of the context ``(..., L, Ev)``.
 
@@ -193,7 +184,7 @@ def scaled_dot_product_attention_backward(grad_output, cache):
     dq = dscores @ k                                       # (..., L, E)
     dq *= cache.scale
     dk = xp.swapaxes(dscores, -1, -2) @ q_scaled           # (..., S, E): scale is already in q_scaled
-    grads = (_unbroadcast(dq, tuple(q_scaled.shape)), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape))
+    grads = (sum_to_shape(dq, tuple(q_scaled.shape)), sum_to_shape(dk, k.shape), sum_to_shape(dv, v.shape))
     if cache.bias_shape is not None:                       # scores = ... + bias  =>  dbias = dscores
-        grads += (_unbroadcast(dscores, cache.bias_shape),)
+        grads += (sum_to_shape(dscores, cache.bias_shape),)
     return grads
