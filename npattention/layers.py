@@ -266,19 +266,20 @@ def erf(x, terms=100):
 class GELU(Module):
     """Gaussian error linear unit ``y = x Phi(x)``, ``Phi`` the standard normal CDF.
 
-    ``approximate="tanh"`` (the default here; PyTorch's default is ``"none"``): NumPy has
-    no ``erf``, so we use the tanh approximation of BERT/GPT-2,
-    ``y = 0.5 x (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``, which differs from
-    the exact GELU by at most 4.7e-4 (near x = -2.7).  ``approximate="none"``: the exact
-    ``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` with :func:`erf` implemented here (a 100-term
-    series, about 60x slower than the tanh form: 15 ms vs 0.25 ms for a 256 x 1024 array).
+    As ``torch.nn.GELU``: ``approximate="none"`` (the default) is the exact
+    ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``, with :func:`erf` implemented here (NumPy has
+    none: a 100-term series, about 60x slower than the tanh form, 15 ms vs 0.25 ms for a
+    256 x 1024 array).  ``approximate="tanh"``: the approximation of BERT/GPT-2,
+    ``y = 0.5 x (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``, within 4.7e-4 of
+    the exact GELU (near x = -2.7).  In the Transformer layers ``activation="gelu"`` is the
+    exact form and ``activation="gelu_tanh"`` the approximation.
     Backward: tanh form ``0.5 (1 + t) + 0.5 x (1 - t^2) du/dx``; exact ``Phi(x) + x phi(x)``.
     """
 
     _C = math.sqrt(2.0 / math.pi)
     _A = 0.044715
 
-    def __init__(self, approximate="tanh"):
+    def __init__(self, approximate="none"):
         if approximate not in ("tanh", "none"):
             raise ValueError(f"GELU: 'approximate' must be 'tanh' or 'none', got {approximate!r}")
         self.approximate = approximate

@@ -29,7 +29,8 @@ __all__ = [
     "greedy_decode",
 ]
 
-_ACTIVATIONS = {"relu": ReLU, "gelu": GELU}
+# as torch: "gelu" is the exact (erf) GELU; "gelu_tanh" the tanh approximation (GPT-2's)
+_ACTIVATIONS = {"relu": ReLU, "gelu": GELU, "gelu_tanh": lambda: GELU(approximate="tanh")}
 
 
 def _activation(activation, where):
