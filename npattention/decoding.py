@@ -32,7 +32,8 @@ be chosen before the tokens it depends on.  Three ideas, each in its own section
    log-probability; a hypothesis that emits ``<eos>`` is finished and scored
    ``log p(y) / lp(|y|)`` with the length penalty ``lp(L) = L^alpha``; batched over
    sources and beams.  It works with anything that has ``step``/``reorder``; width 1 is
-   greedy decoding.  :func:`beam_search_transformer` is the Transformer shortcut.
+   greedy decoding.  Shortcuts: :func:`beam_search_transformer`, :func:`beam_search_gpt` and
+   :func:`beam_search_seq2seq` (the RNN encoder-decoders, through :class:`Seq2SeqDecoderState`).
 
 Models run in eval mode (no dropout); their mode is restored afterwards.  This module
 adds no parameters: the steps read the layers' own weights, so a trained model decodes
@@ -64,6 +65,8 @@ __all__ = [
     "beam_search",
     "beam_search_transformer",
     "beam_search_gpt",
+    "Seq2SeqDecoderState",
+    "beam_search_seq2seq",
 ]
 
 
@@ -661,6 +664,54 @@ def beam_search_gpt(model, prompt, max_new_tokens, beam_width=4, alpha=0.0, eos_
         state = GPTState(model, B * beam_width, n + max_new_tokens)
         return beam_search(state, B, beam_width, max_new_tokens, eos_idx=-1 if eos_idx is None else eos_idx,
                            pad_idx=pad, alpha=alpha, num_return=num_return, prompt=prompt)
+
+
+class Seq2SeqDecoderState:
+    """Step-by-step decoding of an RNN :class:`~npattention.seq2seq.Seq2Seq` (any attention),
+    in the ``step``/``reorder`` form of :func:`beam_search`.
+
+    ``Seq2SeqDecoderState(model, src (B, S), src_lengths=None, repeat=1)`` runs the encoder
+    once and the decoder's ``start`` (what is computed once per source, e.g. Bahdanau's
+    projected keys); ``repeat=k`` copies every source ``k`` times for the beams.  The state
+    carried from step to step is the RNN's hidden state ``(h,)`` or ``(h, c)``: no cache is
+    needed, the recurrence *is* the summary of the prefix.  ``step(tokens (N,)) -> logits
+    (N, 1, V)``; ``reorder(index)`` picks the hidden states (and memory rows) of the parents.
+    ``weights``: the last step's attention weights ``(N, S)`` (None without attention).
+    """
+
+    def __init__(self, model, src, src_lengths=None, repeat=1):
+        from .seq2seq import select_rows
+
+        check_array(src, "src", "Seq2SeqDecoderState", shape=(None, None), dtype="int")
+        check_positive_int(repeat, "repeat", "Seq2SeqDecoderState")
+        self._select = select_rows
+        self.decoder = model.decoder
+        enc_out, enc_state, mask = model._encode(src, src_lengths)
+        memory, state = model.decoder.start(enc_out, *enc_state, src_mask=mask)
+        rows = xp.repeat(xp.arange(src.shape[0]), repeat)
+        self.memory, self.state = select_rows(memory, rows), select_rows(state, rows)
+        self.weights = None
+
+    def step(self, tokens):
+        tokens = tokens.reshape(-1) if tokens.ndim == 2 and tokens.shape[1] == 1 else tokens
+        logits, self.state, self.weights = self.decoder.step(tokens, self.state, self.memory)
+        return logits[:, None]
+
+    def reorder(self, index):
+        self.state = self._select(self.state, index)
+        self.memory = self._select(self.memory, index)
+
+
+def beam_search_seq2seq(model, src, src_lengths=None, max_len=20, beam_width=4, alpha=0.0, sos_idx=Vocab.SOS,
+                        eos_idx=Vocab.EOS, pad_idx=Vocab.PAD, num_return=1):
+    """Beam search for an RNN :class:`~npattention.seq2seq.Seq2Seq` (Bahdanau, Luong, location
+    or no attention): every source gets ``beam_width`` beams, decoded as one batch.  Returns a
+    :class:`BeamSearchResult` (tokens: ``<eos>`` then ``<pad>`` after each output).  Width 1
+    gives :meth:`Seq2Seq.greedy_decode`'s tokens (which repeats ``<eos>`` instead of ``<pad>``)."""
+    check_positive_int(beam_width, "beam_width", "beam_search_seq2seq")
+    with _eval_mode(model):
+        state = Seq2SeqDecoderState(model, src, src_lengths, repeat=beam_width)
+        return beam_search(state, src.shape[0], beam_width, max_len, sos_idx, eos_idx, pad_idx, alpha, num_return)
 
 
 class _RecomputeTransformerState:
