@@ -34,14 +34,9 @@ direction of a bidirectional layer therefore starts at each sequence's last real
 docs/seq2seq.md derives every backward.
 """
 from .backend import get_rng, xp
+from .layers import sigmoid
 from .module import Module, Parameter
 from .validate import check_array, check_positive_int
-
-
-def _sigmoid(a):
-    # exp of a negative number only: no overflow for large |a|
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 # ====================================================================== cells
@@ -72,10 +67,10 @@ class _CellBase(Module):
 
     def project_backward(self, d_gi, x):
         """Add ``dW_ih``, ``db_ih``; return ``dx`` (leading axes flattened for the sums)."""
-        g2 = d_gi.reshape(-1, d_gi.shape[-1])
-        self.weight_ih.grad += g2.T @ x.reshape(-1, x.shape[-1])
+        d_gi_rows = d_gi.reshape(-1, d_gi.shape[-1])
+        self.weight_ih.grad += d_gi_rows.T @ x.reshape(-1, x.shape[-1])
         if self.bias_ih is not None:
-            self.bias_ih.grad += g2.sum(axis=0)
+            self.bias_ih.grad += d_gi_rows.sum(axis=0)
         return d_gi @ self.weight_ih.data
 
     def _hh(self, h):
@@ -174,8 +169,8 @@ class GRUCell(_CellBase):
         (h,) = state
         H = self.hidden_size
         gh = self._hh(h)
-        r = _sigmoid(gi[:, :H] + gh[:, :H])
-        z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        r = sigmoid(gi[:, :H] + gh[:, :H])
+        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
         gh_n = gh[:, 2 * H:]
         n = xp.tanh(gi[:, 2 * H:] + r * gh_n)
         h_new = (1 - z) * n + z * h
@@ -217,10 +212,10 @@ class LSTMCell(_CellBase):
         h, c = state
         H = self.hidden_size
         a = gi + self._hh(h)
-        i = _sigmoid(a[:, :H])
-        f = _sigmoid(a[:, H:2 * H])
+        i = sigmoid(a[:, :H])
+        f = sigmoid(a[:, H:2 * H])
         g = xp.tanh(a[:, 2 * H:3 * H])
-        o = _sigmoid(a[:, 3 * H:])
+        o = sigmoid(a[:, 3 * H:])
         c_new = f * c + i * g
         tc = xp.tanh(c_new)
         h_new = o * tc
