@@ -37,3 +37,45 @@ def test_sinusoidal_table_is_built_in_the_modules_dtype():
     assert pe.pe.dtype == xp.float64
     np.testing.assert_allclose(to_numpy(pe.pe), ref, rtol=0, atol=1e-15)   # float32-then-cast: only 3e-8
     assert SinusoidalPositionalEncoding(6, max_len=50).pe.dtype == xp.float32
+
+
+# ------------------------------------------------------------------ AvgPool2d, BatchNorm2d options
+def avgpool_reference(x, k, s, p, include_pad):
+    B, C, H, W = x.shape
+    xp_ = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    real = np.pad(np.ones((H, W)), p)
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    out = np.zeros((B, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            win = xp_[:, :, i * s:i * s + k, j * s:j * s + k]
+            n = k * k if include_pad else real[i * s:i * s + k, j * s:j * s + k].sum()
+            out[:, :, i, j] = win.sum(axis=(2, 3)) / n
+    return out
+
+
+@pytest.mark.parametrize("k,s,p,include_pad", [(2, 2, 0, True), (3, 2, 1, True), (3, 1, 1, False)])
+def test_avgpool2d_matches_torch_definition(k, s, p, include_pad):
+    from npattention import AvgPool2d
+    x = np.random.default_rng(1).normal(size=(2, 3, 7, 6))
+    pool = AvgPool2d(k, stride=s, padding=p, count_include_pad=include_pad)
+    np.testing.assert_allclose(to_numpy(pool(xp.asarray(x))), avgpool_reference(x, k, s, p, include_pad), rtol=1e-13)
+    with pytest.raises(ValueError, match=r"AvgPool2d: 'padding' must be at most half the kernel size"):
+        AvgPool2d(2, padding=2)
+    with pytest.raises(ValueError, match=r"AvgPool2d: 'x' must have shape \(B, C, H, W\)"):
+        pool(xp.ones((3, 7, 6)))
+
+
+def test_batchnorm2d_affine_false_and_no_running_stats():
+    from npattention import BatchNorm2d
+    x = np.random.default_rng(2).normal(2.0, 3.0, size=(4, 2, 3, 3))
+    xhat = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    bn = BatchNorm2d(2, affine=False).double()
+    assert bn.weight is None and bn.parameters() == [] and set(bn.state_dict()) == {"running_mean", "running_var"}
+    np.testing.assert_allclose(to_numpy(bn(xp.asarray(x))), xhat, rtol=1e-12)
+    bn = BatchNorm2d(2, track_running_stats=False).double()
+    assert set(bn.state_dict()) == {"weight", "bias"}
+    bn.eval()                                   # eval still normalises with the batch statistics
+    np.testing.assert_allclose(to_numpy(bn(xp.asarray(x))), xhat, rtol=1e-12)
+    with pytest.raises(TypeError, match="BatchNorm2d: 'affine' must be True or False, got 0"):
+        BatchNorm2d(2, affine=0)
