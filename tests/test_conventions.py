@@ -79,3 +79,43 @@ def test_batchnorm2d_affine_false_and_no_running_stats():
     np.testing.assert_allclose(to_numpy(bn(xp.asarray(x))), xhat, rtol=1e-12)
     with pytest.raises(TypeError, match="BatchNorm2d: 'affine' must be True or False, got 0"):
         BatchNorm2d(2, affine=0)
+
+
+# ------------------------------------------------------------------ CrossEntropyLoss(weight=...)
+def weighted_ce_reference(z, y, w, eps, ignore, reduction):
+    """PyTorch's definition: (1-eps) nll_loss(weight) + eps/V * smooth term, mean = / sum of w_y."""
+    logp = z - z.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    V = z.shape[-1]
+    rows = []
+    for lp, t in zip(logp.reshape(-1, V), y.reshape(-1)):
+        if t == ignore:
+            rows.append((0.0, 0.0))
+            continue
+        rows.append(((1 - eps) * w[t] * -lp[t] + eps / V * -(w * lp).sum(), w[t]))
+    losses, wy = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    if reduction == "none":
+        return losses.reshape(y.shape)
+    return losses.sum() if reduction == "sum" else losses.sum() / wy.sum()
+
+
+@pytest.mark.parametrize("eps,reduction", [(0.0, "mean"), (0.2, "mean"), (0.1, "sum"), (0.3, "none")])
+def test_cross_entropy_class_weight_matches_torch_definition(eps, reduction):
+    from npattention import CrossEntropyLoss
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=(2, 4, 5)), np.array([[0, 4, 2, -100], [1, 1, 3, 2]])
+    w = rng.uniform(0.2, 3.0, size=5)
+    loss = CrossEntropyLoss(weight=xp.asarray(w), reduction=reduction, label_smoothing=eps)
+    got = to_numpy(loss(xp.asarray(z), xp.asarray(y)))
+    np.testing.assert_allclose(got, weighted_ce_reference(z, y, w, eps, -100, reduction), rtol=1e-12)
+    # all weights 1 give the unweighted loss, value and gradient
+    ones = CrossEntropyLoss(weight=xp.ones(5), reduction=reduction, label_smoothing=eps)
+    plain = CrossEntropyLoss(reduction=reduction, label_smoothing=eps)
+    np.testing.assert_allclose(to_numpy(ones(xp.asarray(z), xp.asarray(y))),
+                               to_numpy(plain(xp.asarray(z), xp.asarray(y))), rtol=1e-12)
+    g = xp.ones(y.shape) if reduction == "none" else None
+    np.testing.assert_allclose(to_numpy(ones.backward(g)), to_numpy(plain.backward(g)), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="CrossEntropyLoss: 'weight' has 4 entries but the logits have V=5"):
+        CrossEntropyLoss(weight=xp.ones(4))(xp.asarray(z), xp.asarray(y))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: 'weight' must have shape \(\*\), got \(5, 1\)"):
+        CrossEntropyLoss(weight=xp.ones((5, 1)))
