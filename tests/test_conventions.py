@@ -119,3 +119,49 @@ def test_cross_entropy_class_weight_matches_torch_definition(eps, reduction):
         CrossEntropyLoss(weight=xp.ones(4))(xp.asarray(z), xp.asarray(y))
     with pytest.raises(ValueError, match=r"CrossEntropyLoss: 'weight' must have shape \(\*\), got \(5, 1\)"):
         CrossEntropyLoss(weight=xp.ones((5, 1)))
+
+
+# ------------------------------------------------------------------ num_layers, dropout in RNN/GRU/LSTM
+@pytest.mark.parametrize("cls_name", ["RNN", "GRU", "LSTM"])
+def test_two_layers_equal_two_stacked_one_layer_modules(cls_name):
+    import npattention
+    cls = getattr(npattention, cls_name)
+    manual_seed(0)
+    deep = cls(3, 4, num_layers=2, bidirectional=True).double()
+    first, second = cls(3, 4, bidirectional=True).double(), cls(8, 4, bidirectional=True).double()
+    first.load_state_dict({k: v for k, v in deep.state_dict().items() if k.split(".")[1] in "01"})
+    second.load_state_dict({k.replace("cells.2", "cells.0").replace("cells.3", "cells.1"): v
+                            for k, v in deep.state_dict().items() if k.split(".")[1] in "23"})
+    x = xp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)))
+    lengths = xp.asarray([5, 3])
+    out, state = deep(x, lengths=lengths)
+    y1, s1 = first(x, lengths=lengths)
+    y2, s2 = second(y1, lengths=lengths)
+    np.testing.assert_allclose(to_numpy(out), to_numpy(y2), rtol=1e-12)
+    h_deep = state[0] if cls_name == "LSTM" else state
+    h1, h2 = (s1[0], s2[0]) if cls_name == "LSTM" else (s1, s2)
+    assert h_deep.shape == (4, 2, 4)                              # (num_layers * D, B, H), layer-major
+    np.testing.assert_allclose(to_numpy(h_deep), np.concatenate([to_numpy(h1), to_numpy(h2)]), rtol=1e-12)
+    with pytest.raises(ValueError, match=rf"{cls_name}: 'h0' must have shape \(4, 2, 4\), got \(2, 2, 4\)"):
+        deep(x, *([xp.zeros((2, 2, 4))] * (2 if cls_name == "LSTM" else 1)))
+
+
+def test_rnn_dropout_between_layers_only_in_training():
+    from npattention import GRU
+    manual_seed(0)
+    gru = GRU(3, 4, num_layers=3, dropout=0.5).double()
+    x = xp.asarray(np.random.default_rng(1).normal(size=(2, 4, 3)))
+    gru.eval()
+    a, _ = gru(x)
+    b, _ = gru(x)
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))       # eval: no dropout, deterministic
+    gru.train()
+    c, _ = gru(x)
+    assert not np.allclose(to_numpy(a), to_numpy(c))              # train: dropout between layers
+    assert len(gru.dropouts) == 2 and "num_layers=3, dropout=0.5" in repr(gru)
+    with pytest.raises(ValueError, match="GRU: 'num_layers' must be a positive int, got 0"):
+        GRU(3, 4, num_layers=0)
+    with pytest.raises(ValueError, match=r"GRU: 'dropout' must be a float in \[0, 1\), got 1.5"):
+        GRU(3, 4, dropout=1.5)
+    with pytest.raises(ValueError, match="GRU: 'x' has T = 0 steps"):
+        gru(xp.zeros((2, 0, 3)))
