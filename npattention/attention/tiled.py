@@ -3,7 +3,7 @@
 The pair::
 
     context, cache = tiled_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                     need_weights=False, training=True, attn_bias=None, block_size=64)
+                                     need_weights=False, training=True, attn_bias=None, block_size=128)
     dq, dk, dv = tiled_attention_backward(dout, cache)
     dq, dk, dv, dbias = tiled_attention_backward(dout, cache)     # with an additive bias
 
@@ -178,7 +178,7 @@ def tiled_dropout_mask(cache):
 
 
 def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                    need_weights=False, training=True, attn_bias=None, block_size=64):
+                    need_weights=False, training=True, attn_bias=None, block_size=128):
     """Forward of ``softmax(q k^T * scale + bias, mask) @ v``, one tile at a time; returns ``(context, cache)``.
 
     Arguments as in :func:`~npattention.attention.sdpa.scaled_dot_product_attention`;
