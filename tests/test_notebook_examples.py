@@ -80,10 +80,12 @@ def test_text_does_not_type_the_worked_numbers(worked_example):
 
 @pytest.mark.parametrize("path", sorted(NB.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
 def test_notebooks_use_the_viz_colour_maps(path):
-    """One colour-map convention: no literal cmap names in notebooks except images and class colours."""
+    """One colour-map convention: a notebook names no colour map other than viz's (or class colours)."""
+    from npattention import viz
+
     src = "".join("".join(c["source"]) for c in _cells(path.name) if c["cell_type"] == "code")
-    categorical = {"gray", "tab10", "brg"}  # images and class colours are not heat maps
-    literal = set(re.findall(r"cmap\s*=\s*['\"](\w+)['\"]", src)) - categorical
+    allowed = {viz.CMAP, viz.CMAP_SIGNED, viz.CMAP_MASK, viz.CMAP_IMAGE, "tab10", "brg"}  # + class colours
+    literal = set(re.findall(r"cmap\s*=\s*['\"](\w+)['\"]", src)) - allowed
     assert not literal, f"{path.name}: use viz.CMAP / viz.CMAP_SIGNED / viz.CMAP_MASK, not {sorted(literal)}"
 
 
