@@ -36,7 +36,7 @@ from ..softmax import log_softmax
 
 #: model and schedule; "full" is about a minute on 2 shared cores, "fast" a few seconds
 PRESETS = {
-    "full": dict(n_lines=8000, steps=1000, batch_size=32, block_size=64, lr=3e-3,
+    "full": dict(n_lines=8000, steps=700, batch_size=32, block_size=64, lr=3e-3,
                  model=dict(n_layer=2, n_head=4, d_model=64)),
     "fast": dict(n_lines=6000, steps=600, batch_size=24, block_size=48, lr=4e-3,
                  model=dict(n_layer=2, n_head=2, d_model=48)),
@@ -185,7 +185,7 @@ def attention_figure(model, vocab, line):
     titles = [[f"block {i + 1}, head {h + 1}" for h in range(H)] for i in range(L)]
     fig = show_heatmaps(maps, xlabel="key (character read)", ylabel="query (position predicting the next)",
                         titles=titles, x_labels=labels, y_labels=labels,
-                        figsize=(min(4.2 * H + 1.5, 18), 4.0 * L))
+                        figsize=(min(4.2 * H + 1.5, 18), max(4.0, 0.17 * len(labels) + 1.2) * L))
     fig.suptitle(f"Causal self-attention of the GPT on a line it generated: {line!r}  ('_' = space)")
     return fig
 
