@@ -8,17 +8,17 @@ where ``...`` are leading axes shared by query and key (batch ``B``, heads ``h``
 ``backward(dscores)`` returns ``(dquery, dkey)`` and adds parameter gradients to
 ``.grad``.  ``Tq = 1`` (one decoder state per step, as in seq2seq) works like any other size.
 
-=====================  ===========================================  ===================
-class                  score ``s_ij``                               parameters
-=====================  ===========================================  ===================
-:class:`DotScore`      ``q_i . k_j``                                none
-:class:`ScaledDotScore` ``q_i . k_j / sqrt(d)``                     none
-:class:`GeneralScore`  ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
-:class:`ConcatScore`   ``w^T [q_i; k_j] + b`` (note 004, rule 1)    ``weight (1, Dq+Dk)``, ``bias (1,)``
-:class:`AdditiveScore` ``v^T tanh(W_q q_i + W_k k_j)`` (rule 2,     ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
-                       Bahdanau)
-:class:`CosineScore`   ``scale * cos(q_i, k_j)``                    none
-=====================  ===========================================  ===================
+=======================  ===========================================  ===================
+class                    score ``s_ij``                               parameters
+=======================  ===========================================  ===================
+:class:`DotScore`        ``q_i . k_j``                                none
+:class:`ScaledDotScore`  ``q_i . k_j / sqrt(d)``                      none
+:class:`GeneralScore`    ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
+:class:`ConcatScore`     ``w^T [q_i; k_j] + b`` (note 004, rule 1)    ``weight (1, Dq+Dk)``, ``bias (1,)``
+:class:`AdditiveScore`   ``v^T tanh(W_q q_i + W_k k_j)`` (rule 2,     ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
+                         Bahdanau)
+:class:`CosineScore`     ``scale * cos(q_i, k_j)``                    none
+=======================  ===========================================  ===================
 
 The maths of every backward is derived in ``docs/attention.md``.
 """
