@@ -109,7 +109,7 @@ def public_objects():
             if id(obj) not in paths or path.count(".") < paths[id(obj)].count("."):
                 paths[id(obj)] = path
     grouped = {}
-    for key, (modname, name, obj) in defined.items():
+    for key, (modname, _name, obj) in defined.items():
         grouped.setdefault(modname, []).append((paths[key], obj))
     for items in grouped.values():  # source order
         items.sort(key=lambda item: _source_line(item[1]))
@@ -177,3 +177,74 @@ def problems(docs_dir, notebooks_dir):
         if modname in grouped and name not in {obj.__name__ for _, obj in grouped[modname]}:
             out.append(f"docs/api_map.py OBJECTS: {key} is not a public object of {modname}")
     return out
+
+
+# Docstrings are written to be read with help() first: plain text with ``code`` and a few lists.
+# Before Sphinx parses one as reStructuredText, give every change of indentation the blank line
+# reST wants (an indented line after a paragraph, a dedent after an indented block, a literal
+# block after "::"), so a docstring that reads well in a terminal does not break the build.
+# Tables and literal blocks are left as they are.
+
+_BORDER = re.compile(r"^\s*=+( +=+)+\s*$")
+_ITEM = re.compile(r"^(\s*)([*+-]|\d+[.)]|#\.|\(\d+\))\s+")
+
+
+def _indent(line):
+    return len(line) - len(line.lstrip())
+
+
+def _content_indent(line):
+    """Where the text of a line starts: after a list marker, if it has one."""
+    m = _ITEM.match(line)
+    return m.end() if m else _indent(line)
+
+
+def blank_lines_for_rst(lines):
+    """A docstring's lines (after autodoc's dedent) with the blank lines reST needs added."""
+    lines, out, table, literal_at = list(lines), [], False, None
+    for i, line in enumerate(lines):
+        prev = out[-1] if out else ""
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if literal_at is not None:  # inside a literal block: anything indented deeper than "::"
+            if line.strip() and _indent(line) <= literal_at:
+                literal_at = None
+                if prev.strip():
+                    out.append("")
+            else:
+                out.append(line)
+                continue
+        if _BORDER.match(line):
+            if not table and prev.strip():
+                out.append("")
+            table = not table if not table else bool(nxt.strip())
+            out.append(line)
+            continue
+        if table or not line.strip() or not prev.strip():
+            out.append(line)
+        elif _indent(line) > _content_indent(prev) and not prev.lstrip().startswith((".. ", ":")):
+            out += ["", line]  # an indented block right after a paragraph line
+        elif _indent(line) < _indent(prev) and not _ITEM.match(line) and _indent(line) < _content_indent(prev):
+            out += ["", line]  # back out of an indented block or list
+        else:
+            out.append(line)
+        if line.rstrip().endswith("::") and not table:
+            literal_at = _indent(line)
+            if nxt.strip():
+                out.append("")
+            block = _following_block(lines, i + 1)
+            if block and min(_indent(lines[j]) for j in block) <= literal_at:
+                # a literal block after a docstring's first line loses its indentation to
+                # the docstring's dedent: give it back
+                for j in block:
+                    lines[j] = " " * (literal_at + 4) + lines[j]
+    return out
+
+
+def _following_block(lines, start):
+    """Indices of the first run of non-blank lines at or after `start`."""
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    end = start
+    while end < len(lines) and lines[end].strip():
+        end += 1
+    return list(range(start, end))

@@ -23,7 +23,6 @@ What this file does besides the usual settings (all generated files are git-igno
 """
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +35,9 @@ sys.path.insert(0, str(DOCS))  # api_map
 # matplotlib's inline backend (an inherited MPLBACKEND=Agg would drop every figure).
 os.environ.setdefault("NPATTENTION_FAST", "1")
 os.environ.pop("MPLBACKEND", None)
+# tqdm.auto warns once per kernel that ipywidgets is missing; that is not part of any lesson
+_quiet = "ignore:IProgress not found"
+os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _quiet]))
 
 import api_map  # noqa: E402
 import npattention  # noqa: E402
@@ -133,8 +135,7 @@ def sync_notebooks():
         if old.stem not in stems:
             old.unlink()
     readme = _site_links((NB_SRC / "README.md").read_text(encoding="utf-8"), "notebooks")
-    toc = "\n".join(stems)
-    _write_if_changed(NB_DST / "index.md", f"{readme}\n```{{toctree}}\n:hidden:\n\n{toc}\n```\n")
+    _write_if_changed(NB_DST / "index.md", readme)  # the landing page's toctree lists the notebooks
 
 
 def docs_in_order():
@@ -190,7 +191,7 @@ def generate_api():
         pages.append(slug)
         lines = [f"# {title}", "", f"`{modname}`: {_see_also(modname) if modname in api_map.MODULES else ''}", ""]
         lines += ["```{eval-rst}", f".. automodule:: {modname}", "   :no-members:", "   :no-index:", "```", ""]
-        lines += ["| | |", "|---|---|"]
+        lines += ["| object | what it is |", "|---|---|"]
         lines += [f"| {{py:obj}}`~{path}` | {_summary(obj)} |" for path, obj in items]
         lines += [""]
         for path, obj in items:
@@ -260,79 +261,8 @@ def on_builder_inited(app):
     check_api_map(app)
 
 
-# ---------------------------------------------------------------------------------------------
-# Docstrings are written to be read with help() first: plain text with ``code`` and a few lists.
-# Before Sphinx parses one as reStructuredText, give every change of indentation the blank line
-# reST wants (an indented line after a paragraph, a dedent after an indented block, a literal
-# block after "::"), so a docstring that reads well in a terminal does not break the build.
-# Tables and literal blocks are left as they are.
-
-_BORDER = re.compile(r"^\s*=+( +=+)+\s*$")
-_ITEM = re.compile(r"^(\s*)([*+-]|\d+[.)]|#\.|\(\d+\))\s+")
-
-
-def _indent(line):
-    return len(line) - len(line.lstrip())
-
-
-def _content_indent(line):
-    """Where the text of a line starts: after a list marker, if it has one."""
-    m = _ITEM.match(line)
-    return m.end() if m else _indent(line)
-
-
-def blank_lines_for_rst(lines):
-    out, table, literal_at = [], False, None
-    for i, line in enumerate(lines):
-        prev = out[-1] if out else ""
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if literal_at is not None:  # inside a literal block: anything indented deeper than "::"
-            if line.strip() and _indent(line) <= literal_at:
-                literal_at = None
-                if prev.strip():
-                    out.append("")
-            else:
-                out.append(line)
-                continue
-        if _BORDER.match(line):
-            if not table and prev.strip():
-                out.append("")
-            table = not table if not table else bool(nxt.strip())
-            out.append(line)
-            continue
-        if table or not line.strip() or not prev.strip():
-            out.append(line)
-        elif _indent(line) > _content_indent(prev) and not prev.lstrip().startswith((".. ", ":")):
-            out += ["", line]  # an indented block right after a paragraph line
-        elif _indent(line) < _indent(prev) and not _ITEM.match(line) and _indent(line) < _content_indent(prev):
-            out += ["", line]  # back out of an indented block or list
-        else:
-            out.append(line)
-        if line.rstrip().endswith("::") and not table:
-            literal_at = _indent(line)
-            if nxt.strip():
-                out.append("")
-            block = _following_block(lines, i + 1)
-            if block and min(_indent(lines[j]) for j in block) <= literal_at:
-                # a literal block after a docstring's first line loses its indentation to
-                # the docstring's dedent: give it back
-                for j in block:
-                    lines[j] = " " * (literal_at + 4) + lines[j]
-    return out
-
-
-def _following_block(lines, start):
-    """Indices of the first run of non-blank lines at or after `start`."""
-    while start < len(lines) and not lines[start].strip():
-        start += 1
-    end = start
-    while end < len(lines) and lines[end].strip():
-        end += 1
-    return list(range(start, end))
-
-
 def on_process_docstring(app, what, name, obj, options, lines):
-    lines[:] = blank_lines_for_rst(lines)
+    lines[:] = api_map.blank_lines_for_rst(lines)
 
 
 def setup(app):
