@@ -8,11 +8,12 @@ from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, Con
                         CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
                         MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
                         scaled_dot_product_attention, scaled_dot_product_attention_backward)
+from .attention import tiled_attention, tiled_attention_backward
 from .backend import BACKEND, get_rng, manual_seed, to_numpy, xp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .masks import causal_mask, padding_mask
 from .gradcheck import check_function, gradcheck
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .losses import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
 from .optim import SGD, Adam, AdamW, WarmupCosine, WarmupInverseSqrt, clip_grad_norm_
@@ -26,4 +27,11 @@ from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm2
 from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer, greedy_decode)
 
+from .vision.multi_order import HighOrderAttention, MultiOrderGatedAggregation
+
 __version__ = "0.1.0"
+from . import decoding
+from .decoding import KVCache, beam_search, beam_search_transformer, generate, greedy_search, sample
+from .gpt import GPT
+from .attention import (ALiBi, GroupedQueryAttention, LinearAttention, RelativePositionBias,  # noqa: E402
+                        RotaryEmbedding, linear_attention)

@@ -10,6 +10,7 @@ DEMOS = {
     "seq2seq": "npattention.demos.seq2seq",
     "vision": "npattention.demos.vision",
     "stn": "npattention.demos.stn",
+    "gpt": "npattention.demos.gpt",
 }
 DEFAULT_DEMO = "transformer"
 

@@ -20,6 +20,7 @@ moving arrays to and from the host, random numbers that are identical on both
 backends (drawn on the host with NumPy, then moved), and scatter-add.
 """
 import os
+import sys
 
 import numpy
 
@@ -81,8 +82,21 @@ def select_backend(name):
     )
 
 
+def _is_cli():
+    """Is this import the start of ``python -m npattention ...``?"""
+    argv = list(getattr(sys, "orig_argv", []))
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "npattention"
+
+
 #: name of the backend in use: ``"numpy"`` or ``"cupy"``
-BACKEND, xp = select_backend(os.environ.get("NPATTENTION_BACKEND"))
+try:
+    BACKEND, xp = select_backend(os.environ.get("NPATTENTION_BACKEND"))
+except BackendError as _err:
+    if not _is_cli():
+        raise
+    # the command line reports a bad environment like a bad argument: one line, status 2
+    sys.stderr.write(f"python -m npattention: error: {_err}\n")
+    raise SystemExit(2) from None
 
 #: host NumPy, for host-side work only (saving files, comparing host copies); array
 #: code uses ``xp``.  Importing numpy anywhere else in the package is not allowed.

@@ -12,6 +12,7 @@ backward are in ``docs/layers.md``; the rules all layers follow are in ``docs/co
 ``GELU``           ``x Phi(x)`` (tanh approximation by default; exact ``"none"`` via our own erf)
 ``Tanh``           ``tanh(x)``
 ``Sigmoid``        ``1 / (1 + exp(-x))``
+``SiLU``           ``x sigmoid(x)`` (swish; MogaNet's gate activation)
 ``Softmax``        ``softmax`` along ``dim`` (npattention.functional)
 ``LogSoftmax``     ``log softmax`` along ``dim`` (npattention.functional)
 =================  =========================================================================
@@ -372,3 +373,23 @@ class LogSoftmax(Module):
 
     def extra_repr(self):
         return f"dim={self.dim}"
+
+
+class SiLU(Module):
+    """Sigmoid linear unit (swish) ``y = x sigmoid(x)``, as ``torch.nn.SiLU``.
+
+    Backward (product rule, ``s = sigmoid(x)``, ``s' = s (1 - s)``):
+    ``dy/dx = s + x s (1 - s) = s (1 + x (1 - s))``.  cache: ``(x, s)``.
+    The sigmoid is computed overflow-free as in :class:`Sigmoid`.
+    """
+
+    def forward(self, x):
+        check_array(x, "x", "SiLU")
+        e = xp.exp(-xp.abs(x))
+        s = xp.where(x >= 0, 1.0, e) / (1.0 + e)
+        self.cache = (x, s)
+        return x * s
+
+    def backward(self, grad_output):
+        x, s = self.cache
+        return grad_output * s * (1.0 + x * (1.0 - s))

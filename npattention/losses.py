@@ -104,7 +104,7 @@ class CrossEntropyLoss(Module):
         # q = (1 - eps) onehot(y) + eps / V, and dl/dlogits = softmax - q for each row
         eps = self.label_smoothing
         onehot = xp.arange(V)[None, :] == y_safe[:, None]  # (N, V)
-        q = (1.0 - eps) * onehot + eps / V
+        q = ((1.0 - eps) * onehot + eps / V).astype(logp.dtype)  # keep float32 (mixed dtypes leave BLAS)
         row_scale = (g * valid)[:, None]  # (N, 1); ignored rows get 0
         grad = (xp.exp(logp) - q) * row_scale  # exp(logp) = softmax(input)
         return grad.reshape(input_shape)

@@ -21,9 +21,21 @@ The rules (docs/contract.md has the long form):
   boolean masks are not differentiable and get no entry.  Parameter gradients are
   **added** to ``param.grad`` (so gradients accumulate until ``zero_grad()``).
 * ``backward`` before any ``forward``, or a ``grad_output`` whose shape differs from
-  the forward output, raises a clear error.  This check is added to every subclass
-  automatically (see ``__init_subclass__``), so layers need not repeat it.
+  the forward output, raises a clear error.  ``Module.__call__`` records the output
+  shape (forward itself is never wrapped, so a debugger stepping into ``forward`` lands
+  in the layer's code); each subclass's ``backward`` gets one thin checking wrapper,
+  hidden from tracebacks (``__tracebackhide__``) and skipped by
+  ``pdb.Pdb(skip=["npattention.module"])`` (docs/contract.md).
+* **Anomaly mode** (:func:`detect_anomaly`, or ``NPATTENTION_DETECT_ANOMALY=1``): every
+  module's forward outputs and backward gradients are checked for NaN/inf and the first
+  non-finite value raises :class:`AnomalyError` naming the module's path in the model.
 """
+import contextlib
+import functools
+import inspect
+import os
+from collections.abc import Mapping
+
 from .backend import DEFAULT_DTYPE, is_array, to_numpy, xp
 
 
@@ -65,16 +77,26 @@ class Module:
     cache = None
 
     def __init_subclass__(cls, **kwargs):
-        # Wrap each subclass's forward/backward once with the contract checks, so that
-        # every layer gets them without writing them.
+        # forward is left as written (its checks live in __call__); backward gets one thin
+        # wrapper with the contract checks, so every layer has them without writing them.
         super().__init_subclass__(**kwargs)
-        if "forward" in cls.__dict__:
-            cls.forward = _checked_forward(cls.__dict__["forward"])
         if "backward" in cls.__dict__:
             cls.backward = _checked_backward(cls.__dict__["backward"])
 
     def __call__(self, *inputs, **kwargs):
-        return self.forward(*inputs, **kwargs)
+        """Run ``forward`` and record its output shape (checked by ``backward``); in
+        anomaly mode also check the outputs for NaN/inf."""
+        if not _ANOMALY["enabled"]:
+            out = self.forward(*inputs, **kwargs)
+        else:
+            _STACK.append(self)
+            try:
+                out = self.forward(*inputs, **kwargs)
+                _check_forward(self, out, inputs, kwargs)
+            finally:
+                _STACK.pop()
+        self._output_shape = _output_shape(out)
+        return out
 
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -148,7 +170,17 @@ class Module:
                 yield (mod_name + "." if mod_name else "") + name, m, name
 
     def to(self, dtype):
-        """Cast every floating parameter and buffer to ``dtype`` (grads are reset)."""
+        """Cast every floating parameter and buffer to ``dtype`` (grads are reset).
+
+        ``dtype`` must be a floating dtype (``float32``, ``float64``): parameters are
+        never integers."""
+        try:
+            kind = xp.dtype(dtype).kind
+        except TypeError:
+            kind = None
+        if kind != "f":
+            raise TypeError(f"{type(self).__name__}.to: 'dtype' must be a floating dtype "
+                            f"(e.g. float32 or float64), got {dtype!r}")
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = xp.zeros_like(p.data)
@@ -175,9 +207,22 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy arrays from ``state`` into this module (NumPy or CuPy arrays accepted).
 
-        Missing or unexpected keys (with ``strict``) and wrong shapes raise a
-        ``KeyError``/``ValueError`` that lists every offending name.
+        Missing or unexpected keys (with ``strict``), values that are not numeric arrays
+        and wrong shapes raise a ``KeyError``/``TypeError``/``ValueError`` that lists every
+        offending name.  Everything is checked before anything is written: a failed load
+        leaves the module untouched.
         """
+        self._plan_load_state_dict(state, strict)()
+
+    def _plan_load_state_dict(self, state, strict=True):
+        """Check ``state`` against this module; return a function that writes it.
+
+        Used by :func:`npattention.checkpoint.load_checkpoint` to validate the model,
+        the optimiser and the schedule before writing any of them."""
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{where}: 'state' must be a dict {{name: array}} (from state_dict()), "
+                            f"got {type(state).__name__}")
         params = dict(self.named_parameters())
         buffers = {full: (m, name) for full, m, name in self.named_buffers()}
         expected = set(params) | set(buffers)
@@ -187,22 +232,31 @@ class Module:
             raise KeyError(
                 f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
+        keys = sorted(expected & set(state))
+        bad_type = [f"{k}: {type(state[k]).__name__}" for k in keys
+                    if not hasattr(state[k], "shape") or getattr(state[k].dtype, "kind", "") not in "fiub"]
+        if bad_type:
+            raise TypeError("load_state_dict: values must be numeric NumPy/CuPy arrays, got " + "; ".join(bad_type))
         wrong = []
-        for key in sorted(expected & set(state)):
+        for key in keys:
             target = params[key].data if key in params else getattr(*buffers[key])
             if tuple(state[key].shape) != tuple(target.shape):
                 wrong.append(f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(target.shape)}")
         if wrong:
             raise ValueError("load_state_dict: wrong shapes: " + "; ".join(wrong))
-        for key in expected & set(state):
-            value = xp.asarray(to_numpy(state[key]) if not is_array(state[key]) else state[key])
-            if key in params:
-                params[key].data = value.astype(params[key].data.dtype).copy()
-                params[key].grad = xp.zeros_like(params[key].data)
-            else:
-                m, name = buffers[key]
-                old = getattr(m, name)
-                setattr(m, name, value.astype(old.dtype).copy())
+
+        def write():
+            for key in keys:
+                value = xp.asarray(to_numpy(state[key]) if not is_array(state[key]) else state[key])
+                if key in params:
+                    params[key].data = value.astype(params[key].data.dtype).copy()
+                    params[key].grad = xp.zeros_like(params[key].data)
+                else:
+                    m, name = buffers[key]
+                    old = getattr(m, name)
+                    setattr(m, name, value.astype(old.dtype).copy())
+
+        return write
 
     def num_parameters(self):
         return sum(int(p.data.size) for p in self.parameters())
@@ -218,36 +272,176 @@ class Module:
         return lines[0] + (")" if not kids else "\n" + "\n".join(lines[1:]) + "\n)")
 
 
-def _checked_forward(forward):
-    def wrapped(self, *inputs, **kwargs):
-        out = forward(self, *inputs, **kwargs)
-        self._output_shape = _output_shape(out)
-        return out
-
-    wrapped.__wrapped__ = forward
-    wrapped.__doc__ = forward.__doc__
-    wrapped.__name__ = forward.__name__
-    return wrapped
-
-
 def _checked_backward(backward):
-    def wrapped(self, grad_output=None, *args, **kwargs):
+    """``backward`` behind the two contract checks (and anomaly mode's check)."""
+    if getattr(backward, "_contract_checked", False):   # e.g. ``backward = Other.backward``
+        return backward
+
+    @functools.wraps(backward)
+    def checked_backward(self, grad_output=None, *args, **kwargs):
+        __tracebackhide__ = True   # pytest and IPython leave this frame out of tracebacks
         name = type(self).__name__
-        if "_output_shape" not in vars(self):
+        expected = vars(self).get("_output_shape")
+        if expected is None and "_output_shape" not in vars(self) and self.cache is None:
             raise RuntimeError(f"{name}.backward() called before forward(): run the forward pass first")
-        expected = self._output_shape
         if grad_output is not None and expected is not None:
             got = tuple(getattr(grad_output, "shape", ()))
             if got != expected:
                 raise ValueError(
                     f"{name}.backward: 'grad_output' must have the forward output's shape {expected}, got {got}"
                 )
-        return backward(self, grad_output, *args, **kwargs)
+        if not _ANOMALY["enabled"]:
+            return backward(self, grad_output, *args, **kwargs)   # step in here: the layer's own backward
+        _STACK.append(self)
+        try:
+            grads = backward(self, grad_output, *args, **kwargs)
+            _check_backward(self, grads, grad_output)
+        finally:
+            _STACK.pop()
+        return grads
 
-    wrapped.__wrapped__ = backward
-    wrapped.__doc__ = backward.__doc__
-    wrapped.__name__ = backward.__name__
-    return wrapped
+    checked_backward._contract_checked = True
+    return checked_backward
+
+
+# ---------------------------------------------------------------- anomaly mode
+class AnomalyError(FloatingPointError):
+    """A NaN or inf found by anomaly mode.  ``module_path``: the module's dotted path
+    in the model (``"encoder.layers.1.self_attn"``); ``phase``: ``"forward"`` or
+    ``"backward"``; ``inputs_finite``: whether everything the module received was finite
+    (True means this module created the non-finite values)."""
+
+    def __init__(self, message, module_path, phase, inputs_finite):
+        super().__init__(message)
+        self.module_path, self.phase, self.inputs_finite = module_path, phase, inputs_finite
+
+
+def _env_flag(name):
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"environment variable {name}={os.environ[name]!r}: expected 1/0 (or true/false)")
+
+
+try:
+    _ANOMALY = {"enabled": _env_flag("NPATTENTION_DETECT_ANOMALY")}
+except ValueError as _err:
+    from .backend import _is_cli
+
+    if not _is_cli():
+        raise
+    import sys
+
+    sys.stderr.write(f"python -m npattention: error: {_err}\n")   # one line, status 2, as argument errors
+    raise SystemExit(2) from None
+_STACK = []   # modules inside __call__ / backward while anomaly mode is on, outermost first
+
+
+def is_anomaly_enabled():
+    """Whether anomaly mode is on."""
+    return _ANOMALY["enabled"]
+
+
+def set_detect_anomaly(mode):
+    """Turn anomaly mode on or off for the rest of the program (see :func:`detect_anomaly`)."""
+    if not isinstance(mode, bool):
+        raise TypeError(f"set_detect_anomaly: 'mode' must be True or False, got {mode!r}")
+    _ANOMALY["enabled"] = mode
+
+
+@contextlib.contextmanager
+def detect_anomaly(enabled=True):
+    """Check every module's forward outputs and backward gradients for NaN/inf.
+
+    ``with detect_anomaly(): loss = ...; model.backward(...)`` (also usable as a
+    decorator; ``NPATTENTION_DETECT_ANOMALY=1`` turns it on for a whole run).  The first
+    non-finite value raises :class:`AnomalyError` naming the innermost module whose output
+    (forward) or input gradient / parameter gradient (backward) holds it, its path in the
+    model, and which of its inputs were already non-finite.  Off by default: each check
+    reads the array once more (docs/contract.md gives the measured overhead).
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"detect_anomaly: 'enabled' must be True or False, got {enabled!r}")
+    previous = _ANOMALY["enabled"]
+    _ANOMALY["enabled"] = enabled
+    try:
+        yield
+    finally:
+        _ANOMALY["enabled"] = previous
+
+
+def _nonfinite(a):
+    """``None`` if ``a`` is not a floating array or is all finite; else a description."""
+    if not is_array(a) or a.dtype.kind not in "fc" or bool(xp.isfinite(a).all()):
+        return None
+    n_nan, n_inf = int(xp.isnan(a).sum()), int(xp.isinf(a).sum())
+    return f"{n_nan} NaN and {n_inf} inf among {a.size} entries"
+
+
+def _leaves(value, label):
+    """``(label, array)`` for every array in a nested tuple/list/dict of outputs."""
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{label}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{label}[{k!r}]")
+    elif is_array(value):
+        yield label, value
+
+
+def _module_path(module):
+    """Dotted path of ``module`` inside the outermost module being run."""
+    root = _STACK[0] if _STACK else module
+    for name, m in root.named_modules():
+        if m is module:
+            return name or "(the model itself)"
+    return " > ".join(type(m).__name__ for m in _STACK)   # not an attribute: show the call chain
+
+
+def _first_bad(pairs):
+    for label, a in pairs:
+        bad = _nonfinite(a)
+        if bad:
+            return label, bad
+    return None
+
+
+def _raise_anomaly(module, phase, what, bad, received):
+    path = _module_path(module)
+    if received:
+        cause = (f"; {received[0]} was already non-finite ({received[1]}), so the problem is upstream "
+                 f"of this module" + (" (in the forward order)" if phase == "forward" else
+                                      " (in the backward order: look at the module after it)"))
+    else:
+        cause = "; everything it received was finite, so this module produced them"
+    raise AnomalyError(f"anomaly mode: {phase} of {path!r} ({type(module).__name__}): {what} has {bad}{cause}",
+                       path, phase, not received)
+
+
+def _check_forward(module, out, inputs, kwargs):
+    found = _first_bad(_leaves(out, "output"))
+    if found is None:
+        return
+    try:   # name the inputs as forward's signature does ('query', 'x', ...)
+        bound = inspect.signature(module.forward).bind(*inputs, **kwargs).arguments
+        named = [(f"input {k!r}", v) for k, v in bound.items()]
+    except (TypeError, ValueError):
+        named = [(f"input {i}", v) for i, v in enumerate(inputs)] + [(f"input {k!r}", v) for k, v in kwargs.items()]
+    named += [(f"parameter {n!r}", c.data) for n, c in module._children() if isinstance(c, Parameter)]
+    received = _first_bad(pair for label, v in named for pair in _leaves(v, label))
+    _raise_anomaly(module, "forward", found[0], found[1], received)
+
+
+def _check_backward(module, grads, grad_output):
+    own = [(f"the gradient of parameter {n!r}", c.grad) for n, c in module._children() if isinstance(c, Parameter)]
+    found = _first_bad(list(_leaves(grads, "the returned input gradient")) + own)
+    if found is None:
+        return
+    received = _first_bad(_leaves(grad_output, "its 'grad_output'"))
+    _raise_anomaly(module, "backward", found[0], found[1], received)
 
 
 class Sequential(Module):

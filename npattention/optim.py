@@ -20,13 +20,25 @@ hyper-parameters) and arrays (per-parameter buffers named ``"state.<i>.<buffer>"
 ``i`` the parameter's position in the list), so a checkpoint can store them as they are.
 """
 import math
+from collections.abc import Mapping
 
 from .backend import xp
 from .module import Parameter
 
 
 def _as_param_list(params, where):
-    params = list(params)
+    from .module import Module   # (a model passed where its parameters are expected)
+
+    if isinstance(params, Module) or callable(params):
+        raise TypeError(f"{where}: 'params' must be the model's parameters: pass model.parameters(), "
+                        f"got {type(params).__name__}")
+    if isinstance(params, Parameter):
+        params = [params]
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"{where}: 'params' must be a list of Parameters (model.parameters()), "
+                        f"got {type(params).__name__}") from None
     if not params:
         raise ValueError(f"{where}: 'params' is empty; pass model.parameters()")
     for i, p in enumerate(params):
@@ -36,8 +48,24 @@ def _as_param_list(params, where):
 
 
 def _check_nonneg(value, name, where):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{where}: {name!r} must be a number >= 0, got {value!r}")
+    """A finite number >= 0 (``inf`` and ``nan`` are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{where}: {name!r} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _as_float(value):
+    """``float(value)``, or NaN when it is not a number (so that the caller's check fails)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _check_positive(value, name, where):
+    """A finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{where}: {name!r} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -87,9 +115,15 @@ class Optimizer:
         """Restore step count, hyper-parameters and buffers (NumPy or CuPy arrays accepted).
 
         Missing or unexpected keys and buffers whose shape differs from their parameter
-        raise an error listing every offending name.
+        raise an error listing every offending name; nothing is changed on error.
         """
+        self._plan_load_state_dict(state)()
+
+    def _plan_load_state_dict(self, state):
+        """Check ``state``; return a function that writes it (see Module's twin)."""
         where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{where}: 'state' must be a dict (from state_dict()), got {type(state).__name__}")
         expected = {"step", *self.hyper}
         buffer_keys = {f"state.{i}.{b}" for i in range(len(self.params)) for b in self.buffers}
         missing = sorted(expected - set(state))
@@ -110,16 +144,26 @@ class Optimizer:
                 wrong.append(f"{key}: checkpoint {got} vs parameter {want}")
         if wrong:
             raise ValueError(f"{where}: wrong shapes: " + "; ".join(wrong))
-        self.step_count = int(state["step"])
-        for name in self.hyper:
-            default = getattr(self, name)
-            value = state[name]
-            setattr(self, name, bool(value) if isinstance(default, bool) else float(value))
-        self.state = [{} for _ in self.params]
-        for key in present:
-            _, i, name = key.split(".")
-            dtype = self.params[int(i)].data.dtype
-            self.state[int(i)][name] = xp.asarray(state[key], dtype=dtype).copy()
+        numbers = {}
+        for name in ("step", *self.hyper):
+            value = _as_float(state[name])
+            if not math.isfinite(value) or (name == "step" and (value < 0 or value != int(value))):
+                raise ValueError(f"{where}: {name!r} must be a finite number"
+                                 f"{' (a whole number >= 0)' if name == 'step' else ''}, got {state[name]!r}")
+            numbers[name] = value
+
+        def write():
+            self.step_count = int(numbers["step"])
+            for name in self.hyper:
+                default = getattr(self, name)
+                setattr(self, name, bool(numbers[name]) if isinstance(default, bool) else numbers[name])
+            self.state = [{} for _ in self.params]
+            for key in present:
+                _, i, name = key.split(".")
+                dtype = self.params[int(i)].data.dtype
+                self.state[int(i)][name] = xp.asarray(state[key], dtype=dtype).copy()
+
+        return write
 
     def __repr__(self):
         args = ", ".join(f"{n}={getattr(self, n)}" for n in self.hyper)
@@ -190,7 +234,7 @@ class Adam(Optimizer):
                 and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas)):
             raise ValueError(f"{where}: 'betas' must be a pair of numbers in [0, 1), got {betas!r}")
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.eps = _check_nonneg(eps, "eps", where)
+        self.eps = _check_positive(eps, "eps", where)   # eps = 0: 0/0 = NaN on a zero gradient
         self.weight_decay = _check_nonneg(weight_decay, "weight_decay", where)
 
     @property
@@ -232,7 +276,7 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
-def clip_grad_norm_(params, max_norm, norm_type=2.0, eps=1e-6):
+def clip_grad_norm_(params, max_norm, norm_type=2.0, eps=1e-6, error_if_nonfinite=False):
     """Scale all gradients together so that their global norm is at most ``max_norm``.
 
     As ``torch.nn.utils.clip_grad_norm_``: ``total = ||(||g_1||, ..., ||g_n||)||`` (for
@@ -240,6 +284,11 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, eps=1e-6):
     ``g_i <- g_i * min(1, max_norm / (total + eps))``.  The direction of the update is
     kept; only its length is limited.  Returns ``total`` *before* clipping (a float).
     ``norm_type`` may be any ``p >= 1`` or ``float("inf")`` (largest absolute entry).
+
+    A NaN or inf gradient makes ``total`` non-finite: nothing is clipped and ``total`` is
+    returned as is, or, with ``error_if_nonfinite=True`` (as in PyTorch),
+    ``FloatingPointError`` is raised naming the parameters whose gradient is non-finite
+    and nothing is changed.
     """
     params = _as_param_list(params, "clip_grad_norm_")
     max_norm = _check_nonneg(max_norm, "max_norm", "clip_grad_norm_")
@@ -251,6 +300,12 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, eps=1e-6):
     else:
         per_param = xp.stack([xp.sum(xp.abs(p.grad.astype(xp.float64)) ** norm_type) for p in params])
         total = float(xp.sum(per_param)) ** (1.0 / norm_type)
+    if error_if_nonfinite and not math.isfinite(total):
+        bad = [i for i, p in enumerate(params) if not bool(xp.isfinite(p.grad).all())]
+        raise FloatingPointError(
+            f"clip_grad_norm_: the total gradient norm is {total}: the gradients of params{bad} are "
+            "non-finite (NaN or inf), so they cannot be clipped; find where with "
+            "npattention.detect_anomaly(), or pass error_if_nonfinite=False")
     coef = max_norm / (total + eps)
     if coef < 1.0:
         for p in params:
@@ -293,9 +348,28 @@ class LRSchedule:
         return {"last_step": self.last_step, "base_lr": self.base_lr}
 
     def load_state_dict(self, state):
-        self.last_step = int(state["last_step"])
-        self.base_lr = float(state["base_lr"])
-        self.optimizer.lr = self.get_lr(self.last_step)
+        """Restore ``last_step`` and ``base_lr`` and set the optimiser's learning rate."""
+        self._plan_load_state_dict(state)()
+
+    def _plan_load_state_dict(self, state):
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{where}: 'state' must be a dict (from state_dict()), got {type(state).__name__}")
+        missing = sorted({"last_step", "base_lr"} - set(state))
+        unexpected = sorted(set(state) - {"last_step", "base_lr"})
+        if missing or unexpected:
+            raise KeyError(f"{where}: missing keys {missing}, unexpected keys {unexpected}")
+        last_step, base_lr = _as_float(state["last_step"]), _as_float(state["base_lr"])
+        if not (math.isfinite(last_step) and last_step >= 0 and last_step == int(last_step)):
+            raise ValueError(f"{where}: 'last_step' must be a whole number >= 0, got {state['last_step']!r}")
+        if not (math.isfinite(base_lr) and base_lr >= 0):
+            raise ValueError(f"{where}: 'base_lr' must be a finite number >= 0, got {state['base_lr']!r}")
+
+        def write():
+            self.last_step, self.base_lr = int(last_step), base_lr
+            self.optimizer.lr = self.get_lr(self.last_step)
+
+        return write
 
 
 class WarmupCosine(LRSchedule):
@@ -341,8 +415,10 @@ class WarmupInverseSqrt(LRSchedule):
     def __init__(self, optimizer, warmup_steps, d_model=None, factor=1.0):
         if warmup_steps == 0:
             raise ValueError("WarmupInverseSqrt: 'warmup_steps' must be >= 1, got 0")
+        if d_model is not None and (isinstance(d_model, bool) or not isinstance(d_model, int) or d_model <= 0):
+            raise ValueError(f"WarmupInverseSqrt: 'd_model' must be a positive int or None, got {d_model!r}")
         self.d_model = d_model
-        self.factor = float(factor)
+        self.factor = _check_positive(factor, "factor", "WarmupInverseSqrt")
         super().__init__(optimizer, warmup_steps)
 
     def get_lr(self, step=None):

@@ -195,8 +195,8 @@ class GRUCell(_CellBase):
         d_gh = xp.concatenate([da_r, da_z, da_n * r], axis=1)  # r scales only the hidden part of n
         return d_gi, (dh + self._hh_backward(d_gh, h),)
 
-    forward = RNNCell.forward.__wrapped__
-    backward = RNNCell.backward.__wrapped__
+    forward = RNNCell.forward
+    backward = RNNCell.backward
 
 
 class LSTMCell(_CellBase):
@@ -393,7 +393,7 @@ class GRU(_RecurrentBase):
     mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``."""
 
     cell_class = GRUCell
-    forward = RNN.forward.__wrapped__
+    forward = RNN.forward
 
 
 class LSTM(_RecurrentBase):

@@ -24,14 +24,38 @@ from .module import Module
 from .optim import LRSchedule, Optimizer, clip_grad_norm_
 
 
-def _num_rows(data):
+def _num_rows(data, name="data", where="batches"):
     if isinstance(data, (tuple, list)):
-        sizes = {int(a.shape[0]) for a in data}
+        not_arrays = [f"{name}[{i}]: {type(a).__name__}" for i, a in enumerate(data) if not hasattr(a, "shape")]
+        if not_arrays or not data:
+            raise TypeError(f"{where}: {name!r} must be a tuple of arrays with the same number of rows, e.g. (X, y); "
+                            f"got {', '.join(not_arrays) or 'an empty tuple'}")
+        sizes = {int(a.shape[0]) if a.ndim else -1 for a in data}
         if len(sizes) != 1:
-            raise ValueError(f"batches: arrays in 'data' must have the same number of rows, got "
+            raise ValueError(f"{where}: arrays in {name!r} must have the same number of rows, got "
                              f"{[tuple(a.shape) for a in data]}")
         return sizes.pop()
-    return int(data.shape[0]) if is_array(data) else len(data)
+    if is_array(data):
+        if data.ndim == 0:
+            raise ValueError(f"{where}: {name!r} must have a leading batch axis, got a 0-d array")
+        return int(data.shape[0])
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise TypeError(f"{where}: {name!r} must be an array, a tuple of arrays (X, y) or a dataset with "
+                        f"len() and data[index_array]; got {type(data).__name__}")
+    return len(data)
+
+
+def _check_data(data, name, with_target):
+    """Rows in ``data`` (> 0); with the default step it must be ``(*inputs, target)``."""
+    n = _num_rows(data, name, "fit")
+    if with_target and not (isinstance(data, (tuple, list)) and len(data) >= 2) and (
+            is_array(data) or isinstance(data, (tuple, list))):
+        got = f"a bare {type(data).__name__}" if is_array(data) else f"a tuple of {len(data)} array"
+        raise ValueError(f"fit: {name!r} must be (*inputs, target), e.g. (X, y), for the default loss step; "
+                         f"got {got} (pass step_fn to handle batches yourself)")
+    if n == 0:
+        raise ValueError(f"fit: {name!r} has 0 rows: nothing to train or evaluate on")
+    return n
 
 
 def _check_batch_size(batch_size, where):
@@ -75,7 +99,7 @@ def batches(data, batch_size, shuffle=False, rng=None, drop_last=False):
 def num_batches(data, batch_size, drop_last=False):
     """How many batches :func:`batches` yields for ``data``."""
     _check_batch_size(batch_size, "num_batches")
-    n = _num_rows(data)
+    n = _num_rows(data, where="num_batches")
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -95,6 +119,11 @@ def accuracy(model, data, batch_size=1024):
         total += int(yb.size)
     model.train(was_training)
     return float(correct) / max(total, 1)
+
+
+def _grads_finite(params):
+    """All gradient entries finite?  (NaN and inf survive a sum: one read-back per step.)"""
+    return math.isfinite(float(sum(xp.sum(p.grad, dtype=xp.float64) for p in params)))
 
 
 def _loss_step(model, loss_fn):
@@ -189,10 +218,16 @@ def fit(model, loss_fn=None, optimizer=None, data=None, epochs=1, batch_size=32,
         raise TypeError(f"fit: 'scheduler' must be an LRSchedule, got {type(scheduler).__name__}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"fit: 'epochs' must be a positive int, got {epochs!r}")
-    if step_fn is None:
+    default_step = step_fn is None
+    if default_step:
         if loss_fn is None:
             raise ValueError("fit: pass either 'loss_fn' (with data = (*inputs, target)) or 'step_fn'")
         step_fn = _loss_step(model, loss_fn)
+    elif not callable(step_fn):
+        raise TypeError(f"fit: 'step_fn' must be a function step_fn(batch) -> loss, got {type(step_fn).__name__}")
+    if clip_grad_norm is not None and (isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, (int, float))
+                                       or not 0 < clip_grad_norm < math.inf):
+        raise ValueError(f"fit: 'clip_grad_norm' must be a finite number > 0 or None, got {clip_grad_norm!r}")
     generated = callable(data) and not isinstance(data, Module) and not hasattr(data, "__len__")
     if generated:
         if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
@@ -201,7 +236,12 @@ def fit(model, loss_fn=None, optimizer=None, data=None, epochs=1, batch_size=32,
     elif data is None:
         raise ValueError("fit: 'data' is required: (X, y), a dataset, or a callable data(rng) -> batch")
     else:
+        _check_data(data, "data", default_step)
         n_steps = num_batches(data, _check_batch_size(batch_size, "fit"))
+    if val_data is not None:
+        if callable(val_data) and not hasattr(val_data, "__len__"):
+            raise TypeError("fit: 'val_data' must be data like (X, y) or a dataset, not a callable")
+        _check_data(val_data, "val_data", default_step)
 
     rng = Generator(seed)
     history = {"loss": [], "step_loss": [], "lr": []}
@@ -218,13 +258,30 @@ def fit(model, loss_fn=None, optimizer=None, data=None, epochs=1, batch_size=32,
             losses = []
             for batch in epoch_batches:
                 optimizer.zero_grad()
-                loss = float(step_fn(batch))  # the one host sync per step
+                loss = step_fn(batch)
+                try:
+                    if getattr(loss, "size", 1) != 1 or isinstance(loss, (bool, str)):
+                        raise TypeError
+                    loss = float(loss)  # the one host sync per step
+                except TypeError:
+                    raise TypeError(f"fit: 'step_fn' must return the loss (a number or 0-d array), "
+                                    f"got {type(loss).__name__}") from None
+                where = f"epoch {epoch}, step {len(losses) + 1}"
                 if not math.isfinite(loss):
                     raise FloatingPointError(
-                        f"fit: loss is {loss} at epoch {epoch}, step {len(losses) + 1}; "
+                        f"fit: loss is {loss} at {where}; "
                         "lower the learning rate or set clip_grad_norm")
+                # a non-finite gradient must never reach the weights: stop before the step
                 if clip_grad_norm is not None:
-                    history["grad_norm"].append(clip_grad_norm_(optimizer.params, clip_grad_norm))
+                    try:
+                        history["grad_norm"].append(clip_grad_norm_(optimizer.params, clip_grad_norm,
+                                                                    error_if_nonfinite=True))
+                    except FloatingPointError as err:
+                        raise FloatingPointError(f"fit: at {where}, {err}") from None
+                elif not _grads_finite(optimizer.params):
+                    raise FloatingPointError(
+                        f"fit: a gradient is NaN or inf at {where} (the loss {loss:.4g} is finite); the weights "
+                        "were not updated; find the module with npattention.detect_anomaly()")
                 history["lr"].append(optimizer.lr)
                 optimizer.step()
                 if scheduler is not None:

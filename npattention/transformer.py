@@ -29,6 +29,7 @@ import copy
 import math
 
 from .attention.multihead import MultiheadAttention
+from .attention.positions import POSITIONAL_CHOICES
 from .backend import get_rng, xp
 from .data import Vocab
 from .masks import causal_mask
@@ -100,10 +101,11 @@ class TransformerEncoderLayer(Module):
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, norm_first=False):
+                 layer_norm_eps=1e-5, norm_first=False, positional=None, attn_block_size=None):
         where = "TransformerEncoderLayer"
         check_probability(dropout, "dropout", where)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, positional=positional,
+                                            block_size=attn_block_size)
         self.ff = PositionwiseFeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
@@ -170,11 +172,12 @@ class TransformerDecoderLayer(Module):
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, norm_first=False):
+                 layer_norm_eps=1e-5, norm_first=False, positional=None, attn_block_size=None):
         where = "TransformerDecoderLayer"
         check_probability(dropout, "dropout", where)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, positional=positional,
+                                            block_size=attn_block_size)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, block_size=attn_block_size)
         self.ff = PositionwiseFeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps)
@@ -330,31 +333,37 @@ class Transformer(Module):
     mask of every cross-attention.  ``backward(dlogits)`` returns None (ids are not
     differentiable) and accumulates every parameter gradient.
 
-    ``positional``: ``"sinusoidal"`` or ``"learned"``.  ``tie_weights=True`` makes the
+    ``positional``: ``"sinusoidal"`` or ``"learned"`` (added to the embeddings), or
+    ``"rope"``, ``"alibi"``, ``"relative"`` (inside every self-attention layer, nothing
+    added to the embeddings; npattention/attention/positions.py).  ``tie_weights=True`` makes the
     output projection use the target embedding matrix (one shared :class:`Parameter`,
     whose gradient collects both uses).  Embeddings start as ``N(0, 1/d)`` so that after
     the ``sqrt(d)`` scale they have unit variance; the attention and feed-forward weight
-    matrices get Xavier-uniform, as in ``torch.nn.Transformer``.
+    matrices get Xavier-uniform, as in ``torch.nn.Transformer``.  ``attn_block_size``
+    (also an argument of both layer classes) is passed to every attention layer as
+    ``MultiheadAttention(block_size=...)``: None = default path, ``B`` = tiled (docs/tiled.md).
     """
 
     def __init__(self, src_vocab_size, tgt_vocab_size, d_model=64, nhead=4, num_encoder_layers=2,
                  num_decoder_layers=2, dim_feedforward=256, dropout=0.1, activation="relu",
                  layer_norm_eps=1e-5, norm_first=False, max_len=256, positional="sinusoidal",
-                 tie_weights=False, pad_idx=Vocab.PAD):
+                 tie_weights=False, pad_idx=Vocab.PAD, attn_block_size=None):
         where = "Transformer"
         self.src_vocab_size = check_positive_int(src_vocab_size, "src_vocab_size", where)
         self.tgt_vocab_size = check_positive_int(tgt_vocab_size, "tgt_vocab_size", where)
         self.d_model = check_positive_int(d_model, "d_model", where)
-        if positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"{where}: 'positional' must be 'sinusoidal' or 'learned', got {positional!r}")
+        if positional not in ("sinusoidal", "learned") + POSITIONAL_CHOICES:
+            raise ValueError(f"{where}: 'positional' must be one of {('sinusoidal', 'learned') + POSITIONAL_CHOICES}, "
+                             f"got {positional!r}")
         self.pad_idx = pad_idx
         self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, d_model=d_model,
                            nhead=nhead, num_encoder_layers=num_encoder_layers,
                            num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
                            dropout=dropout, activation=activation, layer_norm_eps=layer_norm_eps,
                            norm_first=norm_first, max_len=max_len, positional=positional,
-                           tie_weights=tie_weights, pad_idx=pad_idx)
-        args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first)
+                           tie_weights=tie_weights, pad_idx=pad_idx, attn_block_size=attn_block_size)
+        args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first,
+                positional if positional in POSITIONAL_CHOICES else None, attn_block_size)
         self.encoder = TransformerEncoder([TransformerEncoderLayer(*args) for _ in range(num_encoder_layers)],
                                           norm=LayerNorm(d_model, eps=layer_norm_eps))
         self.decoder = TransformerDecoder([TransformerDecoderLayer(*args) for _ in range(num_decoder_layers)],
@@ -369,9 +378,11 @@ class Transformer(Module):
         if positional == "sinusoidal":
             self.src_pos = SinusoidalPositionalEncoding(d_model, max_len, dropout)
             self.tgt_pos = SinusoidalPositionalEncoding(d_model, max_len, dropout)
-        else:
+        elif positional == "learned":
             self.src_pos = LearnedPositionalEmbedding(max_len, d_model, dropout)
             self.tgt_pos = LearnedPositionalEmbedding(max_len, d_model, dropout)
+        else:   # positions live in the attention layers: only the embedding dropout is left
+            self.src_pos, self.tgt_pos = Dropout(dropout), Dropout(dropout)
         self.generator = Linear(d_model, tgt_vocab_size)
         if tie_weights:
             self.generator.weight = self.tgt_embed.weight  # one Parameter, two uses

@@ -1,22 +1,52 @@
-"""Pictures of attention: weight maps, grids of maps (heads, layers), masks.
+"""Pictures of attention: weight maps, grids of maps (heads, layers), masks, any heat map.
 
 Every function accepts NumPy or CuPy arrays (they are moved to the host with
 :func:`npattention.backend.to_numpy`) and imports matplotlib lazily, so importing
 ``npattention`` never needs a display.
 
+One convention for every figure of the project (the notebooks use these functions or
+these constants):
+
+* attention weights and other non-negative maps: colour map :data:`CMAP` (``viridis``),
+  scale from 0;
+* signed maps (encodings, scores, differences): :data:`CMAP_SIGNED` (``RdBu_r``), with
+  limits symmetric about 0 so that white means 0;
+* masks: :data:`CMAP_MASK` (``Greys``), dark = masked out (True);
+* images: :data:`CMAP_IMAGE` (``gray``).
+
+Every heat map gets a colour bar, axis labels, and token or index labels on its axes.  A
+space token is shown as ``"␣"`` (:func:`token_labels`) so it is never an empty label.
+Maps drawn side by side by :func:`show_heatmaps` share one colour scale.
+
 * :func:`plot_attention` -- one ``(Tq, Tk)`` map; x axis = keys, y axis = queries.
 * :func:`show_heatmaps` -- a grid of maps ``(rows, cols, Tq, Tk)`` with one shared
   colorbar (like d2l's ``show_heatmaps``): e.g. rows = layers, cols = heads.
+* :func:`plot_heatmap` -- any 2-D array (gates, encodings, rotation matrices).
 * :func:`plot_mask` -- a boolean mask (True = masked out, drawn dark).
 """
 from .backend import to_numpy
 
+CMAP = "viridis"
+CMAP_SIGNED = "RdBu_r"
+CMAP_MASK = "Greys"
+CMAP_IMAGE = "gray"
+SPACE = "\u2423"  # "␣", how a space token is drawn
+
+
+def token_labels(tokens):
+    """Tokens as tick labels: a list of strings, with a space shown as ``"␣"``.
+
+    ``token_labels("a b")`` -> ``['a', '␣', 'b']``; a list of token strings works too.  Only
+    a token that is all spaces is replaced (a label such as ``"head 1"`` keeps its space).
+    """
+    return [SPACE * len(str(t)) if str(t) and not str(t).strip(" ") else str(t) for t in tokens]
+
 
 def _labels(labels, n, name, where):
-    """Token labels as a list of n strings (None -> no labels)."""
+    """Token labels as a list of n strings (None -> no labels; a space -> "␣")."""
     if labels is None:
         return None
-    labels = [str(t) for t in labels]
+    labels = token_labels(labels)
     if len(labels) != n:
         raise ValueError(f"{where}: {name!r} has {len(labels)} labels but the map has {n} positions")
     return labels
@@ -28,7 +58,7 @@ def _as_map(a, name, where):
     while a.ndim > 2 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:
-        raise ValueError(f"{where}: {name!r} must be a (Tq, Tk) map, got shape {tuple(a.shape)}")
+        raise ValueError(f"{where}: {name!r} must be a 2-D (rows, columns) map, got shape {tuple(a.shape)}")
     return a
 
 
@@ -41,8 +71,8 @@ def _auto_size(shape):
 def _ticks(ax, x_labels, y_labels):
     from matplotlib.ticker import FixedLocator, MaxNLocator
 
-    # positions are integers: never show ticks like 0.5 between rows.  A shared axis that
-    # already carries token labels (a FixedLocator) keeps them.
+    # positions are integers (index labels): never show ticks like 0.5 between rows.  A
+    # shared axis that already carries token labels (a FixedLocator) keeps them.
     for axis in (ax.xaxis, ax.yaxis):
         if not isinstance(axis.get_major_locator(), FixedLocator):
             axis.set_major_locator(MaxNLocator(integer=True))
@@ -54,37 +84,91 @@ def _ticks(ax, x_labels, y_labels):
         ax.set_yticklabels(y_labels)
 
 
-def plot_attention(weights, x_labels=None, y_labels=None, ax=None, title=None, cmap="viridis"):
-    """Draw one attention map ``weights`` of shape ``(Tq, Tk)`` (or ``(1, Tq, Tk)``).
+def _limits(m, signed, vmin, vmax):
+    """Colour limits: symmetric about 0 for signed maps, from 0 for non-negative ones."""
+    import numpy as np
 
-    Row i = query i (y axis, labelled by ``y_labels``), column j = key j (x axis,
-    ``x_labels``); a colorbar shows the weight scale.  Returns the Axes.
+    finite = m[np.isfinite(m)] if m.size else m
+    lo = float(finite.min()) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 1.0
+    if signed is None:
+        signed = lo < 0
+    if signed:
+        r = max(abs(lo), abs(hi)) or 1.0
+        lo, hi = -r, r
+    else:
+        lo = min(lo, 0.0)
+    vmin = lo if vmin is None else vmin
+    vmax = hi if vmax is None else vmax
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    return signed, vmin, vmax
+
+
+def plot_heatmap(matrix, x_labels=None, y_labels=None, ax=None, title=None, xlabel="column", ylabel="row",
+                 cbar_label=None, signed=None, vmin=None, vmax=None, cmap=None, aspect="auto"):
+    """Draw any 2-D array as a heat map with a colour bar, axis labels and tick labels.
+
+    ``signed=None`` decides from the data: a map with negative entries is drawn with
+    :data:`CMAP_SIGNED` and limits symmetric about 0, otherwise :data:`CMAP` from 0.
+    Pass ``vmin``/``vmax`` to share a scale between separate calls.  Returns the Axes
+    (the colour bar is ``ax.images[0].colorbar``).
     """
     import matplotlib.pyplot as plt
 
-    w = _as_map(weights, "weights", "plot_attention")
-    x_labels = _labels(x_labels, w.shape[1], "x_labels", "plot_attention")
-    y_labels = _labels(y_labels, w.shape[0], "y_labels", "plot_attention")
+    m = _as_map(matrix, "matrix", "plot_heatmap")
+    x_labels = _labels(x_labels, m.shape[1], "x_labels", "plot_heatmap")
+    y_labels = _labels(y_labels, m.shape[0], "y_labels", "plot_heatmap")
+    signed, vmin, vmax = _limits(m, signed, vmin, vmax)
+    if cmap is None:
+        cmap = CMAP_SIGNED if signed else CMAP
     if ax is None:
-        _, ax = plt.subplots(figsize=_auto_size(w.shape))
-    im = ax.imshow(w, cmap=cmap, aspect="auto")
-    ax.figure.colorbar(im, ax=ax)
+        _, ax = plt.subplots(figsize=_auto_size(m.shape))
+    im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect)
+    cbar = ax.figure.colorbar(im, ax=ax)
+    if cbar_label:
+        cbar.set_label(cbar_label)
     _ticks(ax, x_labels, y_labels)
-    ax.set_xlabel("keys")
-    ax.set_ylabel("queries")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title)
     return ax
 
 
-def show_heatmaps(matrices, xlabel="Keys", ylabel="Queries", titles=None, x_labels=None,
-                  y_labels=None, figsize=None, cmap="Reds"):
+def plot_attention(weights, x_labels=None, y_labels=None, ax=None, title=None, cmap=None,
+                   xlabel="keys", ylabel="queries", vmin=0.0, vmax=None):
+    """Draw one attention map ``weights`` of shape ``(Tq, Tk)`` (or ``(1, Tq, Tk)``).
+
+    Row i = query i (y axis, labelled by ``y_labels``), column j = key j (x axis,
+    ``x_labels``); without labels the axes show the indices.  A colour bar shows the
+    weight scale (from ``vmin`` = 0 to the largest weight, or ``vmax``: pass ``vmax=1``
+    to compare separate figures).  Change ``xlabel``/``ylabel`` when rows are not
+    queries (e.g. one row per sentence).  Returns the Axes.  Attention weights are never
+    negative: a map with negative entries (scores, say) raises ``ValueError`` -- draw it
+    with :func:`plot_heatmap`, which centres signed maps on 0.
+    """
+    import numpy as np
+
+    w = _as_map(weights, "weights", "plot_attention")
+    if w.size and np.nanmin(w) < 0:
+        raise ValueError(f"plot_attention: 'weights' has negative entries (min {float(np.nanmin(w)):.3g}); "
+                         "attention weights are >= 0 -- draw scores or other signed maps with plot_heatmap")
+    return plot_heatmap(weights, x_labels, y_labels, ax=ax, title=title, xlabel=xlabel, ylabel=ylabel,
+                        cbar_label="attention weight", signed=False, vmin=vmin, vmax=vmax,
+                        cmap=cmap or CMAP)
+
+
+def show_heatmaps(matrices, xlabel="keys", ylabel="queries", titles=None, x_labels=None,
+                  y_labels=None, figsize=None, cmap=None, cbar_label="attention weight", signed=None,
+                  vmin=None, vmax=None):
     """Draw a grid of maps ``matrices`` of shape ``(rows, cols, Tq, Tk)``; return the Figure.
 
     ``titles``: one per column (a list of ``cols`` strings) or one per map (a
     ``rows x cols`` nested list).  The colour scale is shared by all maps (one
-    colorbar), so maps can be compared.  Only the bottom row gets ``xlabel`` and the
-    key labels; only the left column gets ``ylabel`` and the query labels.
+    colorbar, from 0 for non-negative maps, symmetric about 0 for signed ones), so maps
+    can be compared.  Only the bottom row gets ``xlabel`` and the key labels; only the
+    left column gets ``ylabel`` and the query labels.
     """
     import matplotlib.pyplot as plt
 
@@ -98,13 +182,13 @@ def show_heatmaps(matrices, xlabel="Keys", ylabel="Queries", titles=None, x_labe
     rows, cols, tq, tk = m.shape
     x_labels = _labels(x_labels, tk, "x_labels", "show_heatmaps")
     y_labels = _labels(y_labels, tq, "y_labels", "show_heatmaps")
+    signed, vmin, vmax = _limits(m, signed, vmin, vmax)
+    if cmap is None:
+        cmap = CMAP_SIGNED if signed else CMAP
     if figsize is None:
         cell_w, cell_h = min(0.8 + 0.3 * tk, 3.2), min(0.6 + 0.3 * tq, 3.0)  # inches per map, capped
-        figsize = (min(1.2 + cols * cell_w, 16.0), min(0.6 + rows * cell_h, 12.0))
+        figsize = (min(1.6 + cols * cell_w, 16.0), min(0.8 + rows * cell_h, 12.0))
     fig, axes = plt.subplots(rows, cols, figsize=figsize, sharex=True, sharey=True, squeeze=False)
-    vmin, vmax = float(m.min()), float(m.max())
-    if vmin == vmax:
-        vmax = vmin + 1.0
     im = None
     for i in range(rows):  # a loop over subplots, not over data
         for j in range(cols):
@@ -119,11 +203,13 @@ def show_heatmaps(matrices, xlabel="Keys", ylabel="Queries", titles=None, x_labe
                 t = titles[i][j] if isinstance(titles[0], (list, tuple)) else (titles[j] if i == 0 else None)
                 if t is not None:
                     ax.set_title(str(t))
-    fig.colorbar(im, ax=axes, shrink=0.6)
+    cbar = fig.colorbar(im, ax=axes, shrink=0.8 if rows > 1 else 1.0)
+    if cbar_label:
+        cbar.set_label(cbar_label)
     return fig
 
 
-def plot_mask(mask, ax=None, title=None):
+def plot_mask(mask, ax=None, title=None, x_labels=None, y_labels=None, xlabel="keys", ylabel="queries"):
     """Draw a boolean mask of shape ``(Tq, Tk)``: True (masked out) dark, False light.
 
     Returns the Axes.
@@ -133,14 +219,16 @@ def plot_mask(mask, ax=None, title=None):
     m = _as_map(mask, "mask", "plot_mask")
     if m.dtype != bool:
         raise TypeError(f"plot_mask: 'mask' must be a boolean array (True = masked out), got dtype {m.dtype}")
+    x_labels = _labels(x_labels, m.shape[1], "x_labels", "plot_mask")
+    y_labels = _labels(y_labels, m.shape[0], "y_labels", "plot_mask")
     if ax is None:
         _, ax = plt.subplots(figsize=_auto_size(m.shape))
-    im = ax.imshow(m.astype(float), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    im = ax.imshow(m.astype(float), cmap=CMAP_MASK, vmin=0.0, vmax=1.0, aspect="auto")
     cbar = ax.figure.colorbar(im, ax=ax, ticks=[0.0, 1.0])
     cbar.ax.set_yticklabels(["attend", "masked"])
-    _ticks(ax, None, None)
-    ax.set_xlabel("keys")
-    ax.set_ylabel("queries")
+    _ticks(ax, x_labels, y_labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title)
     return ax

@@ -91,7 +91,7 @@ def test_load_uses_allow_pickle_false(tmp_path, monkeypatch):
     assert calls == [False]
     # an object array (which would need pickle) is refused
     np.savez(tmp_path / "evil.npz", metadata=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(ValueError, match="evil.npz is not a valid npattention checkpoint .it holds an object array"):
         load_checkpoint(tmp_path / "evil.npz", net())
 
 
@@ -163,7 +163,120 @@ def test_loads_arrays_written_by_plain_numpy(tmp_path):
 
 def test_not_a_checkpoint_and_bad_metadata(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
-    with pytest.raises(ValueError, match="not an npattention checkpoint"):
+    with pytest.raises(ValueError, match="not a valid npattention checkpoint .no 'metadata' entry"):
         load_checkpoint(tmp_path / "other.npz", net())
     with pytest.raises(TypeError, match="metadata must be JSON-serialisable"):
         save_checkpoint(tmp_path / "x.npz", net(), when=object())
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "npy", "truncated", "corrupted", "pickle", "bad json",
+                                  "json list", "wrong format", "future version"])
+def test_files_that_are_not_checkpoints_name_the_path(tmp_path, kind):
+    """Every class of broken file: ValueError naming the path, never zip/pickle/JSON internals."""
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, net())
+    raw = good.read_bytes()
+    path = tmp_path / "bad.npz"
+    meta = {"bad json": "{not json", "json list": "[1, 2]",
+            "wrong format": json.dumps({"format": "other", "version": 1, "metadata": {}}),
+            "future version": json.dumps({"format": "npattention-checkpoint", "version": 99, "metadata": {}})}
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("epoch 3, loss 0.1\n")
+    elif kind == "npy":
+        path = tmp_path / "bad.npy"
+        np.save(path, np.zeros(3))
+    elif kind == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "corrupted":
+        path.write_bytes(raw[:100] + bytes(50) + raw[150:])
+    elif kind == "pickle":
+        import pickle
+        path.write_bytes(pickle.dumps({"model/layers.0.weight": 1}))
+    else:
+        np.savez(path, metadata=np.array(meta[kind]))
+    model = net()
+    before = {k: to_numpy(v).copy() for k, v in model.state_dict().items()}
+    msg = "format" if kind in ("wrong format", "future version") else "is not a valid npattention checkpoint"
+    with pytest.raises(ValueError, match=rf"load_checkpoint: .*{path.name}.* (has )?{msg}") as err:
+        load_checkpoint(path, model)
+    assert "allow_pickle" not in str(err.value)
+    assert all(np.array_equal(before[k], to_numpy(v)) for k, v in model.state_dict().items())
+
+
+def test_missing_file_directory_and_bad_path_type(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file: .*nothing.npz"):
+        load_checkpoint(tmp_path / "nothing.npz", net())
+    with pytest.raises(IsADirectoryError, match="'path' .* is a directory"):
+        load_checkpoint(tmp_path, net())
+    with pytest.raises(IsADirectoryError, match="'path' .* is a directory"):
+        save_checkpoint(tmp_path, net())
+    with pytest.raises(TypeError, match="'path' must be a str or os.PathLike, got int"):
+        save_checkpoint(3, net())
+    save_checkpoint(tmp_path / "x.npz", net(), Adam(net().parameters()))
+    with pytest.raises(TypeError, match="'optimizer' must be an npattention Optimizer, got Linear"):
+        load_checkpoint(tmp_path / "x.npz", net(), Linear(2, 2))
+
+
+def test_a_failed_load_changes_nothing(tmp_path):
+    """The optimiser section does not fit (different model size): the model must stay as it was."""
+    model, opt, sched, _ = trained()
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, model, opt, sched)
+    other = net(seed=4)
+    other_opt = Adam(other.parameters()[:-1], lr=0.5)   # one parameter fewer: optim section mismatches
+    other_sched = WarmupCosine(other_opt, 3, 50)
+    before = {k: to_numpy(v).copy() for k, v in other.state_dict().items()}
+    lr, step = other_opt.lr, other_sched.last_step
+    with pytest.raises(KeyError, match=r"\[optim/\].*unexpected keys \['state.5.exp_avg'"):
+        load_checkpoint(path, other, other_opt, other_sched)
+    assert all(np.array_equal(before[k], to_numpy(v)) for k, v in other.state_dict().items())
+    assert other_opt.lr == lr and other_opt.step_count == 0 and other_sched.last_step == step
+    # a bad schedule section (written by hand) also leaves model and optimiser untouched
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["schedule/last_step"] = np.array(-3)
+    np.savez(tmp_path / "s.npz", **arrays)
+    fresh_opt = Adam(other.parameters(), lr=0.5)
+    with pytest.raises(ValueError, match=r"\[schedule/\].*'last_step' must be a whole number >= 0, got"):
+        load_checkpoint(tmp_path / "s.npz", other, fresh_opt, WarmupCosine(fresh_opt, 3, 50))
+    assert all(np.array_equal(before[k], to_numpy(v)) for k, v in other.state_dict().items())
+    assert fresh_opt.step_count == 0 and fresh_opt.state == [{} for _ in fresh_opt.params]
+
+
+def test_saved_file_mode_follows_umask_or_the_replaced_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "a.npz", net())
+        assert (os.stat(tmp_path / "a.npz").st_mode & 0o777) == 0o644
+        os.chmod(tmp_path / "a.npz", 0o640)
+        save_checkpoint(tmp_path / "a.npz", net())        # replacing keeps the file's own mode
+        assert (os.stat(tmp_path / "a.npz").st_mode & 0o777) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_saving_through_a_symlink_replaces_the_target(tmp_path):
+    real = tmp_path / "runs" / "real.npz"
+    real.parent.mkdir()
+    save_checkpoint(real, net(seed=0))
+    link = tmp_path / "latest.npz"
+    link.symlink_to(real)
+    save_checkpoint(link, net(seed=7), epoch=7)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert load_checkpoint(real, net()) == {"epoch": 7}
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz", "runs"]
+
+
+def test_a_killed_save_leaves_no_temporary_file_after_the_next_save(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)                                # a process that has exited
+    stale = tmp_path / f".c.npz.{pid}.abc123.tmp"         # what kill -9 during a save leaves
+    stale.write_bytes(b"half a zip")
+    unrelated = tmp_path / ".other.npz.1.x.tmp"
+    unrelated.write_bytes(b"")
+    save_checkpoint(tmp_path / "c.npz", net())
+    assert sorted(os.listdir(tmp_path)) == [".other.npz.1.x.tmp", "c.npz"]

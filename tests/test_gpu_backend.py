@@ -262,7 +262,8 @@ ALLOWED_SYNCS = {
     "rnn.py:lengths_from": "validates lengths / padding masks given by the user",
     "seq2seq.py:_Decoder.greedy": "decoding stops when every row has produced <eos>",
     "transformer.py:greedy_decode": "decoding stops when every row has produced <eos>",
-    "module.py:Module.load_state_dict": "host arrays of a checkpoint move to the device",
+    "module.py:Module._plan_load_state_dict": "host arrays of a checkpoint move to the device",
+    "module.py:_nonfinite": "anomaly mode (off by default) reads one flag per checked array",
 }
 
 _TO_PYTHON = {"float", "int", "bool"}

@@ -153,8 +153,8 @@ def test_sdpa_errors(rng):
         scaled_dot_product_attention(q, rng.normal((2, 5, 3)), rng.normal((2, 5, 3)))
     with pytest.raises(ValueError, match="'value' must have shape"):
         scaled_dot_product_attention(q, q, rng.normal((2, 4, 4)))
-    with pytest.raises(TypeError, match="'attn_mask' must be a bool array"):
-        scaled_dot_product_attention(q, q, q, attn_mask=xp.zeros((3, 3)))
+    with pytest.raises(TypeError, match="'attn_mask' must be a bool array"):   # (a float mask is a bias)
+        scaled_dot_product_attention(q, q, q, attn_mask=xp.zeros((3, 3), dtype=xp.int64))
     with pytest.raises(ValueError, match="does not broadcast"):
         scaled_dot_product_attention(q, q, q, attn_mask=xp.zeros((3, 4), dtype=bool))
     with pytest.raises(ValueError, match="do not broadcast"):
@@ -332,8 +332,8 @@ def test_forward_errors(rng):
         m(q, k, v, attn_mask=xp.zeros((5, 3), dtype=bool))
     with pytest.raises(ValueError, match="'attn_mask'"):
         m(q, k, v, attn_mask=xp.zeros((3, 3, 5), dtype=bool))
-    with pytest.raises(TypeError, match="'attn_mask' must be a bool array"):
-        m(q, k, v, attn_mask=xp.zeros((3, 5)))
+    with pytest.raises(TypeError, match="'attn_mask' must be a bool array"):   # (a float mask is a bias)
+        m(q, k, v, attn_mask=xp.zeros((3, 5), dtype=xp.int64))
     with pytest.raises(RuntimeError, match="before forward"):
         MultiheadAttention(8, 2).backward(xp.zeros((2, 3, 8)))
 

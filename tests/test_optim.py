@@ -154,7 +154,7 @@ def test_bad_arguments_are_named():
         Adam([np.zeros(3)])
     with pytest.raises(ValueError, match="'betas' must be a pair"):
         Adam([make_param()], betas=(0.9, 1.5))
-    with pytest.raises(ValueError, match="'lr' must be a number >= 0, got -1"):
+    with pytest.raises(ValueError, match="'lr' must be a finite number >= 0, got -1"):
         SGD([make_param()], lr=-1)
 
 
@@ -212,3 +212,69 @@ def test_schedule_state_dict_round_trip():
     sched2 = WarmupCosine(opt2, 2, 10)
     sched2.load_state_dict(sched.state_dict())
     assert opt2.lr == opt.lr and sched2.last_step == 5
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: SGD([p], lr=math.inf), "'lr' must be a finite number >= 0, got inf"),
+    (lambda p: SGD([p], lr=math.nan), "'lr' must be a finite number >= 0, got nan"),
+    (lambda p: SGD([p], lr=0.1, momentum=-0.5), "'momentum' must be a finite number >= 0"),
+    (lambda p: Adam([p], eps=0), "'eps' must be a finite number > 0, got 0"),
+    (lambda p: AdamW([p], weight_decay=math.inf), "'weight_decay' must be a finite number >= 0, got inf"),
+    (lambda p: WarmupInverseSqrt(SGD([p], lr=1.0), 4, d_model=-4), "'d_model' must be a positive int or None, got -4"),
+    (lambda p: WarmupInverseSqrt(SGD([p], lr=1.0), 4, d_model=0), "'d_model' must be a positive int or None, got 0"),
+    (lambda p: WarmupInverseSqrt(SGD([p], lr=1.0), 4, d_model=8, factor=-1), "'factor' must be a finite number > 0"),
+    (lambda p: WarmupCosine(SGD([p], lr=1.0), 4, 10, min_lr=math.nan), "'min_lr' must be a finite number >= 0"),
+    (lambda p: clip_grad_norm_([p], max_norm=math.inf), "'max_norm' must be a finite number >= 0, got inf"),
+])
+def test_out_of_range_hyperparameters_are_refused(make, match):
+    """Each would give NaN, a complex learning rate or an exploding update if accepted."""
+    with pytest.raises(ValueError, match=match):
+        make(make_param())
+
+
+def test_a_model_or_its_bound_method_instead_of_parameters():
+    from npattention import Linear
+    model = Linear(2, 2)
+    for wrong in (model, model.parameters):
+        with pytest.raises(TypeError, match=r"SGD: 'params' must be the model's parameters: pass model.parameters\(\)"):
+            SGD(wrong, lr=0.1)
+    with pytest.raises(TypeError, match="'params' must be a list of Parameters"):
+        Adam(3)
+    assert SGD(model.parameters()[0], lr=0.1).params == [model.weight]   # one Parameter is fine
+
+
+def test_clip_grad_norm_error_if_nonfinite():
+    a, b = make_param(), make_param()
+    a.grad += 1.0
+    b.grad[0, 1] = np.nan
+    before = to_numpy(a.grad).copy()
+    assert math.isnan(clip_grad_norm_([a, b], 1.0))                         # as PyTorch: returns the NaN norm
+    with pytest.raises(FloatingPointError, match=r"total gradient norm is nan: the gradients of params\[1\] "
+                                                 r"are non-finite"):
+        clip_grad_norm_([a, b], 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(to_numpy(a.grad), before)                  # nothing was scaled
+
+
+def test_adam_with_zero_gradient_stays_finite():
+    p = make_param()
+    opt = Adam([p], lr=0.1)
+    opt.step()                                                               # g = 0: m_hat / (sqrt(0) + eps) = 0
+    np.testing.assert_array_equal(to_numpy(p.data), THETA)
+
+
+def test_optimizer_and_schedule_load_refuse_bad_values_and_change_nothing():
+    _, opt = run(Adam, steps=1, lr=0.1)
+    state = opt.state_dict()
+    with pytest.raises(TypeError, match="'state' must be a dict"):
+        opt.load_state_dict([1, 2])
+    with pytest.raises(ValueError, match="'lr' must be a finite number, got nan"):
+        opt.load_state_dict(dict(state, lr=math.nan))
+    with pytest.raises(ValueError, match=r"'step' must be a finite number \(a whole number >= 0\), got 1.5"):
+        opt.load_state_dict(dict(state, step=1.5))
+    assert opt.lr == 0.1 and opt.step_count == 1
+    sched = WarmupCosine(opt, 2, 10)
+    with pytest.raises(KeyError, match=r"missing keys \['base_lr'\]"):
+        sched.load_state_dict({"last_step": 3})
+    with pytest.raises(ValueError, match="'base_lr' must be a finite number >= 0, got 'abc'"):
+        sched.load_state_dict({"last_step": 3, "base_lr": "abc"})
+    assert sched.last_step == 0

@@ -133,3 +133,49 @@ def test_batches_cover_every_row_once_and_shuffle_with_seed():
     assert [len(b) for b in batches(y, 4, drop_last=True)] == [4, 4]
     with pytest.raises(ValueError, match="same number of rows"):
         list(batches((X, y[:5]), 2))
+
+
+def test_fit_refuses_badly_shaped_data_with_the_argument_name():
+    net = mlp()
+    X, y = make_spiral(10, 3, seed=0)
+    opt = SGD(net.parameters(), lr=0.1)
+    loss = CrossEntropyLoss()
+    cases = [
+        (X, ValueError, "'data' must be \\(\\*inputs, target\\), e.g. \\(X, y\\).*got a bare ndarray"),
+        ((X,), ValueError, "'data' must be \\(\\*inputs, target\\).*got a tuple of 1 array"),
+        ((X[:0], y[:0]), ValueError, "'data' has 0 rows"),
+        ((X, list(y)), TypeError, "'data' must be a tuple of arrays.*data\\[1\\]: list"),
+        ((X, y[:5]), ValueError, "arrays in 'data' must have the same number of rows"),
+        (3, TypeError, "'data' must be an array, a tuple of arrays"),
+    ]
+    for data, err, match in cases:
+        with pytest.raises(err, match="fit: " + match):
+            fit(net, loss, opt, data, progress=False)
+    with pytest.raises(ValueError, match="fit: 'val_data' has 0 rows"):
+        fit(net, loss, opt, (X, y), val_data=(X[:0], y[:0]), progress=False)
+    with pytest.raises(TypeError, match="fit: 'step_fn' must return the loss .*got NoneType"):
+        fit(net, None, opt, (X, y), step_fn=lambda batch: None, progress=False)
+    with pytest.raises(TypeError, match="fit: 'step_fn' must be a function"):
+        fit(net, None, opt, (X, y), step_fn=3, progress=False)
+    with pytest.raises(ValueError, match="fit: 'clip_grad_norm' must be a finite number > 0"):
+        fit(net, loss, opt, (X, y), clip_grad_norm=-1.0, progress=False)
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_a_nonfinite_gradient_never_reaches_the_weights(clip):
+    X, y = make_spiral(10, 3, seed=0)
+    net = mlp()
+    opt = SGD(net.parameters(), lr=0.1)
+
+    def step_fn(batch):   # a finite loss but a NaN gradient (a broken backward)
+        xb, yb = batch
+        loss = CrossEntropyLoss()
+        value = loss(net(xb), yb)
+        net.backward(loss.backward())
+        net.layers[2].bias.grad[0] = np.nan
+        return value
+
+    before = [to_numpy(p.data).copy() for p in net.parameters()]
+    with pytest.raises(FloatingPointError, match="(NaN or inf at|at) epoch 1, step 1"):
+        fit(net, None, opt, (X, y), step_fn=step_fn, clip_grad_norm=clip, progress=False)
+    assert all(np.array_equal(b, to_numpy(p.data)) for b, p in zip(before, net.parameters()))

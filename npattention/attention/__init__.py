@@ -6,6 +6,9 @@
 * :mod:`.attention` -- ``Attention`` (the three steps composed) and note 004's ``Attn``
 * :mod:`.sdpa` -- ``scaled_dot_product_attention`` and its backward
 * :mod:`.multihead`, :mod:`.self_attention` -- multi-head, self, cross, causal, local
+* beyond 2017 (docs/modern_attention.md): :mod:`.rotary` (RoPE), :mod:`.alibi`, :mod:`.relative_bias`
+  (T5), :mod:`.positions` (the ``positional=`` option), :mod:`.grouped_query` (GQA/MQA),
+  :mod:`.linear_attention`
 """
 from .align import HardAlign, Reinforce, SoftmaxAlign
 from .attention import Attention, Attn
@@ -14,6 +17,11 @@ from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_bac
 from .multihead import MultiheadAttention
 from .scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 from .self_attention import CausalSelfAttention, CrossAttention, LocalSelfAttention, SelfAttention, band_mask
+from .rotary import RotaryEmbedding, apply_rotary, rotary_tables
+from .alibi import ALiBi, alibi_bias, alibi_slopes
+from .relative_bias import RelativePositionBias, relative_position_bucket
+from .grouped_query import GroupedQueryAttention
+from .linear_attention import LinearAttention, linear_attention, linear_attention_backward, linear_attention_quadratic
 
 __all__ = [
     "DotScore", "ScaledDotScore", "GeneralScore", "ConcatScore", "AdditiveScore", "CosineScore",
@@ -21,4 +29,12 @@ __all__ = [
     "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
     "MultiheadAttention", "SelfAttention", "CrossAttention", "CausalSelfAttention",
     "LocalSelfAttention", "band_mask",
+    "RotaryEmbedding", "apply_rotary", "rotary_tables", "ALiBi", "alibi_bias", "alibi_slopes",
+    "RelativePositionBias", "relative_position_bucket", "GroupedQueryAttention", "LinearAttention",
+    "linear_attention", "linear_attention_backward", "linear_attention_quadratic",
 ]
+
+# tiled (memory-efficient, FlashAttention-2 style) attention: docs/tiled.md
+from .tiled import TiledAttentionCache, tiled_attention, tiled_attention_backward, tiled_dropout_mask  # noqa: E402
+
+__all__ += ["TiledAttentionCache", "tiled_attention", "tiled_attention_backward", "tiled_dropout_mask"]

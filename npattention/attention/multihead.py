@@ -24,7 +24,9 @@ from ..layers import Linear
 from ..module import Module, Parameter
 from ..validate import broadcast_shapes, check_array, check_positive_int, check_probability
 from ..masks import combine_masks
+from .positions import make_positional, positions_backward, positions_forward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
+from .tiled import TiledAttentionCache, _block_sizes, tiled_attention, tiled_attention_backward
 
 __all__ = ["MultiheadAttention"]
 
@@ -52,14 +54,33 @@ class MultiheadAttention(Module):
     * ``is_causal=True`` adds the causal mask itself (in PyTorch it is only a hint that
       ``attn_mask`` is causal).
 
+    A **float** ``attn_mask`` (same shapes) is added to the scores, as in PyTorch; it is
+    treated as a constant (``backward`` returns no gradient for it).
+
+    ``positional``: None, ``"rope"``, ``"alibi"``, ``"relative"`` (or a configured
+    ``RotaryEmbedding`` / ``ALiBi`` / ``RelativePositionBias``): positions inside the
+    attention, applied to every head's scores (npattention/attention/positions.py).
+
     ``backward(dout)`` returns ``(dquery, dkey, dvalue)``.  For self-attention, where one
     input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
     (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
     equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul.
+
+    ``block_size`` (default None): None runs step 3 with the default
+    :func:`~npattention.attention.sdpa.scaled_dot_product_attention`; an int ``B`` or a pair
+    ``(B_q, B_k)`` runs it with the tiled, memory-efficient
+    :func:`~npattention.attention.tiled.tiled_attention` instead (same outputs and gradients;
+    no ``(L, S)`` array; docs/tiled.md).  The tiled path never forms the weights, so it
+    returns ``weights = None`` whatever ``need_weights`` says.  It is a plain attribute:
+    ``mha.block_size = 128`` switches an existing module.
     """
 
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None):
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, positional=None,
+                 block_size=None):
         where = "MultiheadAttention"
+        if block_size is not None:
+            _block_sizes(block_size, where)  # checked now (a positive int or a pair), kept as given
+        self.block_size = block_size
         self.embed_dim = check_positive_int(embed_dim, "embed_dim", where)
         self.num_heads = check_positive_int(num_heads, "num_heads", where)
         if embed_dim % num_heads:
@@ -81,6 +102,7 @@ class MultiheadAttention(Module):
         self.out_proj = Linear(E, E, bias=bias)
         if bias:
             self.out_proj.bias.data[...] = 0
+        self.positional = make_positional(positional, num_heads, self.head_dim, where)
 
     def _dtype(self):
         return (self.in_proj_weight if self._qkv_same_embed_dim else self.q_proj_weight).data.dtype
@@ -109,8 +131,10 @@ class MultiheadAttention(Module):
         if key_padding_mask is not None:
             check_array(key_padding_mask, "key_padding_mask", where, shape=(B, S), dtype="bool")
             masks.append(key_padding_mask[:, None, None, :])        # (B, 1, 1, S): same for all queries
+        float_mask = None
         if attn_mask is not None:
-            check_array(attn_mask, "attn_mask", where, dtype="bool")
+            is_float = getattr(getattr(attn_mask, "dtype", None), "kind", "") == "f"
+            check_array(attn_mask, "attn_mask", where, dtype="float" if is_float else "bool")
             if attn_mask.ndim == 3 and attn_mask.shape == (B * H, L, S):
                 attn_mask = attn_mask.reshape(B, H, L, S)             # PyTorch's (B*H, L, S) layout
             ok = attn_mask.ndim in (2, 4)
@@ -123,8 +147,11 @@ class MultiheadAttention(Module):
                 raise ValueError(f"{where}: 'attn_mask' must have shape (L, S) = {(L, S)}, (B*H, L, S) = "
                                  f"{(B * H, L, S)} or broadcast to (B, H, L, S) = {(B, H, L, S)}, "
                                  f"got {tuple(attn_mask.shape)}")
-            masks.append(attn_mask)
-        return B, L, S, combine_masks(*masks)
+            if is_float:
+                float_mask = attn_mask                                # PyTorch: added to the scores
+            else:
+                masks.append(attn_mask)
+        return B, L, S, combine_masks(*masks), float_mask
 
     def _split_heads(self, x):
         """``(B, T, E)`` -> ``(B, H, T, D)``: a view, no copy."""
@@ -139,7 +166,7 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        B, L, _, mask = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
+        B, L, _, mask, float_mask = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
         H, D = self.num_heads, self.head_dim
         proj = self._projections()
 
@@ -153,13 +180,23 @@ class MultiheadAttention(Module):
         else:
             q, k, v = (self._split_heads(x @ W.T + b if b is not None else x @ W.T)   # 2. split heads
                        for x, (W, b, _, _) in zip((query, key, value), proj))
+        # positions (optional): RoPE rotates q and k; ALiBi / relative bias give a score bias (H, L, S)
+        q, k, bias, pos_cache = positions_forward(self.positional, q, k, is_causal)
+        if float_mask is not None:
+            bias = float_mask if bias is None else bias + float_mask
         # 3. attention in every head at once (the heads are just another batch axis)
-        ctx, attn_cache = scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training)
+        if self.block_size is not None:     # tiled: no (L, S) scores or weights (docs/tiled.md)
+            ctx, attn_cache = tiled_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal,
+                                              training=self.training, attn_bias=bias, block_size=self.block_size)
+            need_weights = False
+        else:
+            ctx, attn_cache = scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training,
+                attn_bias=bias)
         # 4. concat heads, 5. output projection
         out = self.out_proj(self._merge_heads(ctx))                       # (B, L, E)
 
-        self.cache = (query, key, value, attn_cache)
+        self.cache = (query, key, value, attn_cache, pos_cache)
         if not need_weights:
             return out, None
         weights = attn_cache.weights                                      # (B, H, L, S)
@@ -167,13 +204,16 @@ class MultiheadAttention(Module):
 
     def backward(self, grad_output):
         """``(dquery, dkey, dvalue)`` from the gradient of the output ``(B, L, E)``."""
-        query, key, value, attn_cache = self.cache
+        query, key, value, attn_cache, pos_cache = self.cache
         # 5. output projection (accumulates out_proj's parameter gradients)
         dconcat = self.out_proj.backward(grad_output)                     # (B, L, E)
         # 4. concat heads <- split the gradient the same way
         dctx = self._split_heads(dconcat)                                 # (B, H, L, D)
         # 3. attention per head
-        dq, dk, dv = scaled_dot_product_attention_backward(dctx, attn_cache)
+        attn_backward = tiled_attention_backward if isinstance(attn_cache, TiledAttentionCache) \
+            else scaled_dot_product_attention_backward
+        dq, dk, dv, *dbias = attn_backward(dctx, attn_cache)
+        dq, dk = positions_backward(self.positional, dq, dk, dbias[0] if dbias else None, pos_cache)
         # 2. split heads <- merge, 1. expand: y = x W^T + b  =>  dW += dy^T x, db += sum dy, dx = dy W
         grads = []
         for x, dy, (W, _, gW, gb) in zip((query, key, value), (dq, dk, dv), self._projections()):
@@ -189,4 +229,8 @@ class MultiheadAttention(Module):
             f"bias={self.in_proj_bias is not None}"
         if not self._qkv_same_embed_dim:
             s += f", kdim={self.kdim}, vdim={self.vdim}"
+        if self.positional is not None:
+            s += f", positional={self.positional!r}"
+        if self.block_size is not None:
+            s += f", block_size={self.block_size}"
         return s + ", batch_first=True"

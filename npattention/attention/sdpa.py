@@ -4,8 +4,9 @@ The pair::
 
     out, cache = scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0,
                                               is_causal=False, scale=None,
-                                              need_weights=False, training=True)
+                                              need_weights=False, training=True, attn_bias=None)
     dq, dk, dv = scaled_dot_product_attention_backward(dout, cache)
+    dq, dk, dv, dbias = scaled_dot_product_attention_backward(dout, cache)   # with a float bias
 
 ``out`` is the context ``(..., L, Ev)``, or the pair ``(context, weights)`` when
 ``need_weights=True`` (``weights``: ``(..., L, S)``, the softmax *before* dropout).
@@ -18,7 +19,7 @@ input that was broadcast is summed back to that input's shape.
 
 The three steps, with :math:`\\text{scale} = 1/\\sqrt{E}` by default:
 
-1. score:   ``scores  = q k^T * scale``                       ``(..., L, S)``
+1. score:   ``scores  = q k^T * scale (+ bias)``              ``(..., L, S)``
 2. align:   ``weights = softmax(scores, mask)`` (then dropout) ``(..., L, S)``
 3. context: ``context = weights @ v``                         ``(..., L, Ev)``
 
@@ -27,8 +28,14 @@ key), the convention of :mod:`npattention.masks` and of PyTorch's
 ``nn.MultiheadAttention``.  Note that PyTorch's *functional*
 ``torch.nn.functional.scaled_dot_product_attention`` uses the **opposite** convention
 for boolean masks (True = take part); pass ``~mask`` when porting code from it.
-Float (additive) masks are not accepted: use a boolean mask.  A query whose keys
-are all masked gets zero weights and a zero context row (never NaN).
+A query whose keys are all masked gets zero weights and a zero context row (never NaN).
+
+Additive bias: a **float** ``attn_mask`` is added to the scores, as in PyTorch (both
+``nn.MultiheadAttention`` and the functional form); ``attn_bias=`` is the same thing under
+its own name, so that a float bias can be combined with a boolean mask (ALiBi, relative
+position bias, npattention/attention/alibi.py, relative_bias.py).  With a bias the
+backward returns a fourth gradient, ``dbias = dscores`` summed to the bias's shape: a bias
+is differentiable like any float input (a learned relative-position table trains by it).
 """
 import math
 from dataclasses import dataclass
@@ -56,13 +63,16 @@ class AttentionCache:
     dropout_p: float
     scale: float
     context: object   # (..., L, Ev): the output, for the softmax backward's row sums
+    bias_shape: object = None   # shape of the additive score bias, or None without one
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None, need_weights=False, training=True):
-    """Forward of ``softmax(q k^T * scale, mask) @ v``; returns ``(out, cache)``.
+                                 scale=None, need_weights=False, training=True, attn_bias=None):
+    """Forward of ``softmax(q k^T * scale + bias, mask) @ v``; returns ``(out, cache)``.
 
-    ``attn_mask``: boolean, broadcastable to ``(..., L, S)``, True = masked out.
+    ``attn_mask``: boolean, broadcastable to ``(..., L, S)``, True = masked out; or float,
+    then it is the additive ``attn_bias`` (PyTorch's float mask; pass one or the other).
+    ``attn_bias``: float, broadcastable to ``(..., L, S)``, added to the scores.
     ``is_causal``: also mask keys in the future of each query (``j > i``).
     ``dropout_p``: dropout on the weights, drawn from :func:`npattention.backend.get_rng`,
     only when ``training`` is True.  ``scale``: defaults to ``1/sqrt(E)``.
@@ -78,7 +88,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
                          f"and value {tuple(value.shape)} do not broadcast") from None
     L, S = query.shape[-2], key.shape[-2]
+    if attn_mask is not None and getattr(attn_mask, "dtype", None) is not None and attn_mask.dtype.kind == "f":
+        if attn_bias is not None:
+            raise ValueError(f"{_WHERE}: got a float 'attn_mask' (an additive bias) and 'attn_bias'; pass one")
+        attn_bias, attn_mask = attn_mask, None          # PyTorch: a float mask is added to the scores
     check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
+    _check_bias(attn_bias, tuple(lead) + (L, S))
     dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)  # Python float: no upcast
     mask = combine_masks(attn_mask, causal_mask(L, S) if is_causal else None)
@@ -87,6 +102,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     #    as (q * scale) k^T: scaling q (L x E) is cheaper than scaling the scores (L x S).
     query = query * scale
     scores = query @ xp.swapaxes(key, -1, -2)          # (..., L, S)
+    if attn_bias is not None:
+        scores += attn_bias                            # additive bias (ALiBi, relative position, float mask)
     # 2. align: normalise each query's row into weights (masked keys get exactly 0)
     weights = softmax(scores, mask=mask, out=scores)   # in place: `scores` now holds the weights
     keep = None
@@ -98,8 +115,23 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     # 3. context: weighted sum of the values
     context = attn @ value                             # (..., L, Ev)
 
-    cache = AttentionCache(query, key, value, weights, attn, keep, dropout_p, scale, context)
+    cache = AttentionCache(query, key, value, weights, attn, keep, dropout_p, scale, context,
+                           None if attn_bias is None else tuple(attn_bias.shape))
     return ((context, weights) if need_weights else context), cache
+
+
+def _check_bias(bias, target_shape):
+    """A float bias that broadcasts to the scores' shape without growing it."""
+    if bias is None:
+        return
+    check_array(bias, "attn_bias", _WHERE, dtype="float")
+    try:
+        fits = broadcast_shapes(tuple(bias.shape), target_shape) == target_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{_WHERE}: 'attn_bias' (or float 'attn_mask') of shape {tuple(bias.shape)} does not "
+                         f"broadcast to the scores' shape {target_shape}")
 
 
 def _unbroadcast(grad, shape):
@@ -113,6 +145,9 @@ def _unbroadcast(grad, shape):
 
 def scaled_dot_product_attention_backward(grad_output, cache):
     """Gradients ``(dq, dk, dv)`` from the gradient of the context ``(..., L, Ev)``.
+
+    With an additive bias in the forward, returns ``(dq, dk, dv, dbias)``: the scores are
+    ``q k^T scale + bias``, so ``dbias = dS`` summed over the axes the bias was broadcast on.
 
     Mirrors the forward in reverse (``A`` = weights after dropout, ``P`` = before)::
 
@@ -143,4 +178,7 @@ def scaled_dot_product_attention_backward(grad_output, cache):
     dq = dscores @ k                                       # (..., L, E)
     dq *= cache.scale
     dk = xp.swapaxes(dscores, -1, -2) @ q_scaled           # (..., S, E): scale is already in q_scaled
-    return _unbroadcast(dq, tuple(q_scaled.shape)), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
+    grads = (_unbroadcast(dq, tuple(q_scaled.shape)), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape))
+    if cache.bias_shape is not None:                       # scores = ... + bias  =>  dbias = dscores
+        grads += (_unbroadcast(dscores, cache.bias_shape),)
+    return grads

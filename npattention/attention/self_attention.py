@@ -6,7 +6,8 @@
   the encoder ``(B, S, E_enc)`` (encoder-decoder attention).
 * :class:`CausalSelfAttention`: self-attention where position ``i`` sees only ``j <= i``.
 * :class:`LocalSelfAttention`: truncated self-attention (class note 002, speech): position
-  ``i`` sees only ``|i - j| <= window``, a band mask.
+  ``i`` sees only ``|i - j| <= window``; it computes only the band (``O(T w)``, see
+  :mod:`npattention.attention.band`) unless the band covers the whole sequence.
 
 All return ``(output, weights)`` like :class:`MultiheadAttention`; masks are boolean with
 True = masked out.
@@ -15,6 +16,7 @@ from ..backend import xp
 from ..module import Module
 from ..validate import check_array, check_positive_int
 from ..masks import combine_masks
+from .band import band_attention, band_attention_backward, band_to_dense, dense_to_band
 from .multihead import MultiheadAttention
 
 __all__ = ["CausalSelfAttention", "CrossAttention", "LocalSelfAttention", "SelfAttention", "band_mask"]
@@ -59,22 +61,90 @@ class CausalSelfAttention(SelfAttention):
 
 
 class LocalSelfAttention(SelfAttention):
-    """Truncated self-attention: position ``i`` attends only to ``|i - j| <= window``."""
+    """Truncated self-attention: position ``i`` attends only to ``|i - j| <= window``.
 
-    def __init__(self, embed_dim, num_heads, window, dropout=0.0, bias=True):
+    ``impl="band"`` computes only the band with :func:`npattention.attention.band.band_attention`:
+    scores, weights and their gradients are ``(B, H, T, 2w + 1)``, so time and memory grow as
+    ``O(T w)`` instead of ``O(T^2)`` (benchmarks/bench_band.py).  ``impl="masked"`` builds the full
+    ``T x T`` scores and masks them with :func:`band_mask` (the textbook version, same numbers).
+    ``impl="auto"`` (default) uses the band when it is narrower than the sequence
+    (``2w + 1 < T``), else the masked full matrix.
+
+    The parameters are those of ``self.attn`` (a :class:`MultiheadAttention`), so state dicts
+    are interchangeable with :class:`SelfAttention`.  ``need_weights=True`` returns the weights
+    as a ``(B, T, T)`` (or per head ``(B, H, T, T)``) map, as ``MultiheadAttention`` does -- an
+    ``O(T^2)`` array made only for the caller; pass ``need_weights=False`` on long sequences, or
+    ``band_weights=True`` to get them in band layout ``(B, [H,] T, 2w + 1)`` (entry ``[i, o]`` is
+    the weight of key ``i + o - w``).
+    """
+
+    def __init__(self, embed_dim, num_heads, window, dropout=0.0, bias=True, impl="auto"):
         super().__init__(embed_dim, num_heads, dropout=dropout, bias=bias)
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise ValueError(f"LocalSelfAttention: 'window' must be an int >= 0, got {window!r}")
+        if impl not in ("auto", "band", "masked"):
+            raise ValueError(f"LocalSelfAttention: 'impl' must be 'auto', 'band' or 'masked', got {impl!r}")
         self.window = window
+        self.impl = impl
 
-    def forward(self, x, key_padding_mask=None, attn_mask=None, need_weights=True, average_attn_weights=True):
+    def forward(self, x, key_padding_mask=None, attn_mask=None, need_weights=True, average_attn_weights=True,
+                is_causal=False, band_weights=False):
         check_array(x, "x", "LocalSelfAttention", shape=(None, None, self.attn.embed_dim))
-        band = band_mask(x.shape[1], self.window)             # (T, T), True outside the window
-        return self.attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=need_weights,
-                         attn_mask=combine_masks(band, attn_mask), average_attn_weights=average_attn_weights)
+        T = x.shape[1]
+        use_band = self.impl == "band" or (self.impl == "auto" and 2 * self.window + 1 < T)
+        self._band = use_band
+        if not use_band:
+            band = band_mask(T, self.window)                  # (T, T), True outside the window
+            out, weights = self.attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                                     attn_mask=combine_masks(band, attn_mask),
+                                     average_attn_weights=average_attn_weights, is_causal=is_causal)
+            if need_weights and band_weights:
+                weights = dense_to_band(weights, self.window)
+            return out, weights
+        return self._band_forward(x, key_padding_mask, attn_mask, need_weights, average_attn_weights,
+                                  is_causal, band_weights)
+
+    def _band_forward(self, x, key_padding_mask, attn_mask, need_weights, average_attn_weights, is_causal,
+                      band_weights):
+        mha = self.attn
+        B, T, _ = x.shape
+        if key_padding_mask is not None:
+            check_array(key_padding_mask, "key_padding_mask", "LocalSelfAttention", shape=(B, T), dtype="bool")
+            key_padding_mask = key_padding_mask[:, None, :]            # (B, 1, T): same for every head
+        # 1. expand and 2. split heads, with the parameters of self.attn (as MultiheadAttention does)
+        q, k, v = (mha._split_heads(x @ W.T + b if b is not None else x @ W.T)
+                   for W, b, _, _ in mha._projections())               # 3 x (B, H, T, D)
+        # 3. attention inside the band only
+        (ctx, weights), cache = band_attention(q, k, v, self.window, key_padding_mask=key_padding_mask,
+                                               attn_mask=attn_mask, is_causal=is_causal, dropout_p=mha.dropout,
+                                               training=self.training, need_weights=True)
+        # 4. concat heads, 5. output projection
+        out = mha.out_proj(mha._merge_heads(ctx))
+        self.cache = (x, cache)
+        if not need_weights:
+            return out, None
+        if average_attn_weights:
+            weights = weights.mean(axis=1)
+        return out, (weights if band_weights else band_to_dense(weights, self.window))
+
+    def backward(self, grad_output):
+        if not self._band:
+            return super().backward(grad_output)
+        mha = self.attn
+        x, cache = self.cache
+        dctx = mha._split_heads(mha.out_proj.backward(grad_output))    # 5. out_proj, 4. concat heads
+        dq, dk, dv = band_attention_backward(dctx, cache)             # 3. band attention
+        dx = xp.zeros_like(x)
+        for dy, (W, _, gW, gb) in zip((dq, dk, dv), mha._projections()):   # 2. split, 1. expand
+            dy = mha._merge_heads(dy).reshape(-1, mha.embed_dim)      # (B*T, E)
+            gW += dy.T @ x.reshape(-1, x.shape[-1])
+            if gb is not None:
+                gb += dy.sum(axis=0)
+            dx += (dy @ W).reshape(x.shape)                           # x fed q, k and v: gradients add
+        return dx
 
     def extra_repr(self):
-        return f"{self.attn.extra_repr()}, window={self.window}"
+        return f"{self.attn.extra_repr()}, window={self.window}, impl={self.impl!r}"
 
 
 class CrossAttention(Module):

@@ -59,10 +59,15 @@ def theta_agreement(stn, images, true_theta):
         return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
 
     angle = lambda t: np.arctan2(t[:, 1, 0] - t[:, 0, 1], t[:, 0, 0] + t[:, 1, 1])  # rotation part
+    sv = np.linalg.svd(learned[:, :, :2], compute_uv=False)  # (n, 2): the zooms along A's principal axes
     return {"tx": corr(learned[:, 0, 2], true[:, 0, 2]),
             "ty": corr(learned[:, 1, 2], true[:, 1, 2]),
             "angle": corr(angle(learned), angle(true)),
-            "mean_scale": float(np.mean(np.sqrt(np.abs(np.linalg.det(learned[:, :, :2])))))}
+            "mean_scale": float(np.mean(np.sqrt(np.abs(np.linalg.det(learned[:, :, :2]))))),
+            # how much wider the sampled region is along one axis than along the other (1 = isotropic)
+            "anisotropy": float(np.mean(sv[:, 0] / np.maximum(sv[:, 1], 1e-12))),
+            "scale_x": float(np.mean(np.linalg.norm(learned[:, :, 0], axis=1))),
+            "scale_y": float(np.mean(np.linalg.norm(learned[:, :, 1], axis=1)))}
 
 
 def grid_to_pixels(grid, height, width):
@@ -94,13 +99,14 @@ def plot_before_after(stn, images, labels, path=None, title=None):
     out = to_numpy(stn(images))
     grids, imgs = stn.grid, to_numpy(images)
     n, _, H, W = imgs.shape
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.3), squeeze=False)
     for k in range(n):
         axes[0, k].imshow(imgs[k, 0], cmap="gray", vmin=0, vmax=1)
         draw_grid(axes[0, k], grids[k], H, W)
         axes[0, k].set_title(GLYPHS[int(labels[k])], fontsize=9)
         axes[1, k].imshow(out[k, 0], cmap="gray", vmin=0, vmax=1)
     for ax in axes.ravel():
+        ax.set_aspect("equal")  # square pixels: a glyph that looks squashed IS squashed (by theta)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_ylabel("input + grid")

@@ -1,13 +1,15 @@
 """``python -m npattention demo vision``: a small CNN with an attention block learns the glyph task.
 
     python -m npattention demo vision --block cbam            # se | cbam | eca | sagan | pixel | none
+    python -m npattention demo vision --block high_order      # MHN high-order | moga (MogaNet)
     python -m npattention demo vision --block se --fast       # a tiny run (seconds)
 
 Trains :class:`npattention.vision.models.AttentionCNN` on :func:`make_glyphs` images (glyphs
 on noisy, cluttered backgrounds) on the CPU, prints the held-out accuracy and saves into
 ``--out``: the weights (``model.npz``), the loss curve, test images with predictions, and
 what the block attends to -- CBAM's spatial maps over the images, SE/ECA/CBAM channel
-weights per class, pixel-attention maps, SAGAN attention for chosen query pixels.
+weights per class, pixel-attention maps, SAGAN attention for chosen query pixels, the gate
+of each order of MHN's high-order attention, MogaNet's gate and multi-order value maps.
 """
 import argparse
 import os
@@ -74,6 +76,11 @@ def collect_gates(model, images):
         maps["pixel"] = to_numpy(block.last_gate).mean(axis=1)              # (N, h, w), mean over C
     elif model.block_name == "sagan":
         maps["attention"] = to_numpy(model.last_attention)                  # (N, hw, hw)
+    elif model.block_name == "high_order":
+        maps["orders"] = to_numpy(block.last_gates).mean(axis=2)           # (N, R, h, w), mean over C
+    elif model.block_name == "moga":
+        maps["moga"] = np.stack([to_numpy(block.last_gate).mean(axis=1),   # (N, 2, h, w): SiLU(g), SiLU(v)
+                                 to_numpy(block.last_value).mean(axis=1)], axis=1)
     model.train()
     return to_numpy(logits), maps
 
@@ -96,6 +103,31 @@ def _overlay_grid(images, maps, labels, preds, title, path, n=8):
         axes[1, i].set_title(f"gate {maps[i].min():.2f}..{maps[i].max():.2f}", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _rows_figure(images, stacks, row_names, labels, preds, title, path, n=8):
+    """Row 0: the images; row r: ``stacks[:, r - 1]`` (one map per image), each with its own colour bar."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(images))
+    rows = 1 + stacks.shape[1]
+    fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.9 * rows), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(images[i], cmap="gray")
+        axes[0, i].set_title(f"{GLYPHS[labels[i]]} -> {GLYPHS[preds[i]]}", fontsize=7)
+        for r in range(1, rows):
+            im = axes[r, i].imshow(stacks[i, r - 1], cmap="viridis")
+            cb = fig.colorbar(im, ax=axes[r, i], fraction=0.046, pad=0.02)
+            cb.ax.tick_params(labelsize=5)
+    for r, name in enumerate(["input"] + list(row_names)):
+        axes[r, 0].set_ylabel(name, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -182,6 +214,16 @@ def save_figures(model, history, test_data, out):
         queries = [(h // 2, h // 2), (h // 4, h // 2), (1, 1), (h - 2, h - 2)]
         _sagan_figure(imgs[k], maps["attention"][k], queries, os.path.join(out, "sagan_attention.png"))
         files.append("sagan_attention.png")
+    if "orders" in maps:
+        R = maps["orders"].shape[1]
+        _rows_figure(imgs, maps["orders"], [f"order {r} gate" for r in range(1, R + 1)], labels, preds,
+                     "MHN high-order attention: each order's gate s_r (mean over channels)",
+                     os.path.join(out, "high_order_gates.png"))
+        files.append("high_order_gates.png")
+    if "moga" in maps:
+        _rows_figure(imgs, maps["moga"], ["SiLU(gate)", "SiLU(value)"], labels, preds,
+                     "MogaNet: gate and multi-order value (mean over channels)", os.path.join(out, "moga_gates.png"))
+        files.append("moga_gates.png")
     if not maps:
         _overlay_grid(imgs, np.zeros_like(imgs), labels, preds, "test images (no attention block)",
                       os.path.join(out, "samples.png"))

@@ -82,3 +82,10 @@ def softmax_cases(rng):
 def log_softmax_cases(rng):
     yield Case(LogSoftmax(), (rng.normal((4, 5)),), label="(4, 5) dim=-1")
     yield Case(LogSoftmax(dim=0), (rng.normal((2, 3, 6)),), label="(2, 3, 6) dim=0")
+
+
+@register("SiLU")
+def silu_cases(rng):
+    from ..layers import SiLU
+
+    yield from _activation_cases(SiLU, rng, scale=3.0)

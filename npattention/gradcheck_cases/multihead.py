@@ -69,6 +69,9 @@ def local_cases(rng):
                label="window 1", options={"max_entries": 40})
     yield Case(_random_biases(LocalSelfAttention(4, 1, window=0), rng), (rng.normal((1, 3, 4)),),
                kwargs={"key_padding_mask": padding_mask(xp.asarray([2]), 3)}, label="window 0 + padding")
+    yield Case(_random_biases(LocalSelfAttention(4, 2, window=2, impl="band"), rng), (rng.normal((2, 9, 4)),),
+               kwargs={"is_causal": True, "key_padding_mask": padding_mask(xp.asarray([9, 6]), 9)},
+               label="band, window 2, causal + padding", options={"max_entries": 40})
 
 
 @register("CrossAttention")

@@ -18,12 +18,17 @@ def conv2d_cases(rng):
     yield Case(Conv2d(3, 2, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), bias=False),
                (rng.normal((2, 3, 7, 6)),), label="stride/pad/dilation pairs, no bias", options={"max_entries": 60})
     yield Case(Conv2d(2, 2, 1, stride=2), (rng.normal((1, 2, 5, 5)),), label="1x1 stride 2, odd size")
+    yield Case(Conv2d(3, 3, 5, padding=4, dilation=2, groups=3), (rng.normal((2, 3, 6, 5)),),
+               label="depthwise 5x5, dilation 2", options={"max_entries": 60})
+    yield Case(Conv2d(4, 6, (3, 2), stride=2, padding=1, groups=2), (rng.normal((2, 4, 5, 6)),),
+               label="groups=2, 4->6", options={"max_entries": 60})
 
 
 @register("Conv1d")
 def conv1d_cases(rng):
     yield Case(Conv1d(1, 1, 3, padding=1, bias=False), (rng.normal((3, 1, 8)),), label="ECA-style 1->1, k=3")
     yield Case(Conv1d(2, 3, 3, stride=2, padding=1, dilation=2), (rng.normal((2, 2, 9)),), label="stride 2, dilation 2")
+    yield Case(Conv1d(4, 4, 3, padding=2, dilation=2, groups=4), (rng.normal((2, 4, 7)),), label="depthwise, dilation 2")
 
 
 @register("MaxPool2d")

@@ -8,11 +8,13 @@
   ``SEBlock``, ``SEBasicBlock``, ``SEInception``, ``ChannelAttention``,
   ``SpatialAttention``, ``CBAM``, ``ECA`` (+ ``eca_kernel_size``), ``PixelAttention``.
 * :mod:`npattention.vision.sagan` -- SAGAN self-attention on feature maps.
+* :mod:`npattention.vision.multi_order` -- multi-order attention: MHN's ``HighOrderAttention``
+  and MogaNet's ``MultiOrderGatedAggregation`` (with ``MultiOrderDWConv``).
 * :mod:`npattention.vision.stn` -- the spatial transformer (affine grid + bilinear sampler).
 * :mod:`npattention.vision.data` -- ``make_glyphs``: a synthetic, seeded image task
   (glyphs on noisy, cluttered backgrounds, optionally translated / rotated / scaled).
 * :mod:`npattention.vision.models` -- ``AttentionCNN``: a small CNN with a pluggable
-  block (``none``, ``se``, ``cbam``, ``eca``, ``pixel``, ``sagan``) for the demo,
+  block (``none``, ``se``, ``cbam``, ``eca``, ``pixel``, ``sagan``, ``high_order``, ``moga``) for the demo,
   benchmark and notebooks (trained with :func:`npattention.train.fit`).
 """
 from .channel import CBAM, ECA, ChannelAttention, PixelAttention, SEBasicBlock, SEBlock, SEInception, SpatialAttention, eca_kernel_size
@@ -20,6 +22,7 @@ from ..data.glyphs import GLYPHS, make_glyphs
 from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, BasicConv2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
                      col2im, im2col)
 from .models import AttentionCNN
+from .multi_order import HighOrderAttention, MultiOrderDWConv, MultiOrderGatedAggregation
 from .sagan import SelfAttention2d
 from .stn import (AffineGrid, GridSample, SpatialTransformer, affine_grid, affine_grid_backward, grid_sample,
                   grid_sample_backward)

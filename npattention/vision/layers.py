@@ -79,50 +79,73 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
 
 
 # ---------------------------------------------------------------- functional conv pair
-def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """``out = conv(x, weight) + bias`` via im2col; returns ``(out, cache)``.
 
-    ``x``: ``(B, C, H, W)``, ``weight``: ``(O, C, kh, kw)``, ``bias``: ``(O,)`` or None,
-    ``out``: ``(B, O, Ho, Wo)``.
+    ``x``: ``(B, C, H, W)``, ``weight``: ``(O, C / groups, kh, kw)``, ``bias``: ``(O,)`` or
+    None, ``out``: ``(B, O, Ho, Wo)``.  With ``groups = G`` the channels are cut into ``G``
+    groups; output group ``g`` (``O / G`` channels) sees only input group ``g``
+    (``C / G`` channels).  ``groups = C = O`` is a **depthwise** conv: one filter per channel.
+    Each group is one matrix product, all groups at once as a batched ``matmul``::
+
+        out[b, g] = W[g] @ cols[b, g]      W[g]: (O/G, K),  cols[b, g]: (K, P),  K = (C/G) kh kw
+
+    cache: ``(x.shape, cols (B, G, K, P), weight, has_bias, stride, padding, dilation, groups)``.
     """
-    O, C, kh, kw = weight.shape
+    O, Cg, kh, kw = weight.shape
+    G = groups
     cols = im2col(x, (kh, kw), stride, padding, dilation)          # (B, C, kh, kw, Ho, Wo)
     B, Ho, Wo = x.shape[0], cols.shape[-2], cols.shape[-1]
-    cols2 = cols.reshape(B, C * kh * kw, Ho * Wo)                   # (B, K, P)
-    out = weight.reshape(O, -1) @ cols2                             # (B, O, P)
+    cols2 = cols.reshape(B, G, Cg * kh * kw, Ho * Wo)               # (B, G, K, P): channels c = g Cg + c'
+    out = weight.reshape(G, O // G, -1) @ cols2                     # (B, G, O/G, P)
+    out = out.reshape(B, O, Ho * Wo)
     if bias is not None:
         out = out + bias[:, None]
-    cache = (x.shape, cols2, weight, bias is not None, stride, padding, dilation)
+    cache = (x.shape, cols2, weight, bias is not None, stride, padding, dilation, G)
     return out.reshape(B, O, Ho, Wo), cache
 
 
 def conv2d_backward(grad_output, cache):
     """Gradients ``(dx, dweight, dbias)`` of :func:`conv2d_forward` (``dbias`` None without bias)."""
-    x_shape, cols2, weight, has_bias, stride, padding, dilation = cache
-    O, C, kh, kw = weight.shape
+    x_shape, cols2, weight, has_bias, stride, padding, dilation, G = cache
+    O, Cg, kh, kw = weight.shape
     B, _, Ho, Wo = grad_output.shape
-    g = grad_output.reshape(B, O, Ho * Wo)                          # (B, O, P)
-    # dW[o, k] = sum_{b, p} g[b, o, p] cols[b, k, p]
-    dweight = xp.tensordot(g, cols2, axes=([0, 2], [0, 2])).reshape(weight.shape)
-    dbias = g.sum(axis=(0, 2)) if has_bias else None
-    # dcols[b, k, p] = sum_o W[o, k] g[b, o, p]; then scatter the columns back (col2im)
-    dcols = weight.reshape(O, -1).T @ g                             # (B, K, P)
-    dx = col2im(dcols.reshape(B, C, kh, kw, Ho, Wo), x_shape, (kh, kw), stride, padding, dilation)
+    g = grad_output.reshape(B, G, O // G, Ho * Wo)                  # (B, G, O/G, P)
+    # out[b, g] = W[g] @ cols[b, g]  =>  dW[g] = sum_b g[b, g] @ cols[b, g]^T
+    dweight = (g @ xp.swapaxes(cols2, -1, -2)).sum(axis=0).reshape(weight.shape)
+    dbias = grad_output.sum(axis=(0, 2, 3)) if has_bias else None
+    # dcols[b, g] = W[g]^T @ g[b, g]; then scatter the columns back onto the pixels (col2im)
+    dcols = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2) @ g  # (B, G, K, P)
+    dx = col2im(dcols.reshape(B, G * Cg, kh, kw, Ho, Wo), x_shape, (kh, kw), stride, padding, dilation)
     return dx, dweight, dbias
 
 
 # ---------------------------------------------------------------- convolution modules
+def _check_groups(groups, in_channels, out_channels, where):
+    groups = check_positive_int(groups, "groups", where)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"{where}: 'groups' ({groups}) must divide both in_channels ({in_channels}) "
+                         f"and out_channels ({out_channels})")
+    return groups
+
+
 class Conv2d(Module):
-    """2-D convolution (cross-correlation, as in PyTorch).
+    """2-D convolution (cross-correlation, as in PyTorch), optionally grouped or dilated.
 
     ``x``: ``(B, in_channels, H, W)`` -> ``(B, out_channels, Ho, Wo)`` with
     ``Ho = floor((H + 2 p - d (kh - 1) - 1) / s) + 1`` (same for ``Wo``).
-    ``weight``: ``(out_channels, in_channels, kh, kw)``, ``bias``: ``(out_channels,)``,
-    both from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in = in_channels * kh * kw``
+    ``weight``: ``(out_channels, in_channels / groups, kh, kw)``, ``bias``: ``(out_channels,)``,
+    both from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in = (in_channels / groups) kh kw``
     (PyTorch's default init).
+
+    ``groups``: output channels ``[g O/G, (g+1) O/G)`` see only input channels
+    ``[g C/G, (g+1) C/G)``; ``groups = in_channels`` (with ``out_channels = in_channels``)
+    is a depthwise conv, as in ``torch.nn.Conv2d``.  ``dilation d`` spreads the kernel taps
+    ``d`` pixels apart (a ``k x k`` kernel covers ``d (k - 1) + 1`` pixels).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
+                 groups=1):
         where = "Conv2d"
         self.in_channels = check_positive_int(in_channels, "in_channels", where)
         self.out_channels = check_positive_int(out_channels, "out_channels", where)
@@ -130,16 +153,18 @@ class Conv2d(Module):
         self.stride = _pair(stride, "stride", where)
         self.padding = _pair(padding, "padding", where, minimum=0)
         self.dilation = _pair(dilation, "dilation", where)
-        bound = 1.0 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
+        self.groups = _check_groups(groups, in_channels, out_channels, where)
+        cg = in_channels // self.groups
+        bound = 1.0 / math.sqrt(cg * self.kernel_size[0] * self.kernel_size[1])
         rng = get_rng()
-        self.weight = Parameter(rng.uniform((out_channels, in_channels) + self.kernel_size, -bound, bound))
+        self.weight = Parameter(rng.uniform((out_channels, cg) + self.kernel_size, -bound, bound))
         self.bias = Parameter(rng.uniform((out_channels,), -bound, bound)) if bias else None
 
     def forward(self, x):
         _, _, H, W = _check_map(x, type(self).__name__, self.in_channels)
         self._check_fits(H, W)
         out, self.cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                         self.stride, self.padding, self.dilation)
+                                         self.stride, self.padding, self.dilation, self.groups)
         return out
 
     def _check_fits(self, H, W):
@@ -158,18 +183,21 @@ class Conv2d(Module):
         return dx
 
     def extra_repr(self):
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
+                f"padding={self.padding}, dilation={self.dilation}{groups}, bias={self.bias is not None}")
 
 
 class Conv1d(Module):
     """1-D convolution: ``x`` ``(B, in_channels, L)`` -> ``(B, out_channels, Lo)``.
 
-    ``weight``: ``(out_channels, in_channels, k)`` as in PyTorch.  Computed as a
+    ``weight``: ``(out_channels, in_channels / groups, k)`` as in PyTorch (``groups`` as in
+    :class:`Conv2d`).  Computed as a
     :class:`Conv2d` on an image of height 1 (kernel ``(1, k)``, padding ``(0, p)``).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
+                 groups=1):
         where = "Conv1d"
         self.in_channels = check_positive_int(in_channels, "in_channels", where)
         self.out_channels = check_positive_int(out_channels, "out_channels", where)
@@ -179,9 +207,11 @@ class Conv1d(Module):
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise ValueError(f"{where}: 'padding' must be a non-negative int, got {padding!r}")
         self.padding = padding
-        bound = 1.0 / math.sqrt(in_channels * kernel_size)
+        self.groups = _check_groups(groups, in_channels, out_channels, where)
+        cg = in_channels // self.groups
+        bound = 1.0 / math.sqrt(cg * kernel_size)
         rng = get_rng()
-        self.weight = Parameter(rng.uniform((out_channels, in_channels, kernel_size), -bound, bound))
+        self.weight = Parameter(rng.uniform((out_channels, cg, kernel_size), -bound, bound))
         self.bias = Parameter(rng.uniform((out_channels,), -bound, bound)) if bias else None
 
     def forward(self, x):
@@ -192,7 +222,7 @@ class Conv1d(Module):
                              f"the dilated kernel {self.dilation * (self.kernel_size - 1) + 1}")
         out, self.cache = conv2d_forward(
             x[:, :, None, :], self.weight.data[:, :, None, :], None if self.bias is None else self.bias.data,
-            (1, self.stride), (0, self.padding), (1, self.dilation))
+            (1, self.stride), (0, self.padding), (1, self.dilation), self.groups)
         return out[:, :, 0, :]
 
     def backward(self, grad_output):

@@ -5,7 +5,7 @@ from .channel import CBAM, ECA, PixelAttention, SEBlock
 from .layers import AdaptiveAvgPool2d, BasicConv2d, Flatten, MaxPool2d
 
 #: names accepted by :class:`AttentionCNN`'s ``block`` argument
-BLOCKS = ("none", "se", "cbam", "eca", "pixel", "sagan")
+BLOCKS = ("none", "se", "cbam", "eca", "pixel", "sagan", "high_order", "moga")
 
 
 def make_block(name, channels, reduction=4):
@@ -24,6 +24,12 @@ def make_block(name, channels, reduction=4):
         return ECA(channels)
     if name == "pixel":
         return PixelAttention(channels)
+    if name == "high_order":          # MHN's mixed high-order attention, orders 1..3
+        from .multi_order import HighOrderAttention
+        return HighOrderAttention(channels, order=3, reduction=reduction)
+    if name == "moga":                # MogaNet's multi-order gated aggregation (channels: a multiple of 8)
+        from .multi_order import MultiOrderGatedAggregation
+        return MultiOrderGatedAggregation(channels)
     if name == "sagan":
         try:
             from .sagan import SelfAttention2d
