@@ -80,7 +80,11 @@ MODULES = {
     "npattention.gpt": ("GPT (decoder-only Transformer)", "decoding", "16"),
     "npattention.data.grammar": ("Toy grammar text", "decoding", "16"),
     "npattention.attention.band": ("Band (local) attention", "multihead", "04"),
-    "npattention.vision.multi_order": ("Multi-order and high-order attention (MogaNet, HorNet)", "vision", "08"),
+    "npattention.vision.multi_order": ("Multi-order and high-order attention (MogaNet, HorNet)", "vision", "12"),
+    "npattention.sequence_models": ("Why self-attention: sequence encoders and read-outs", "multihead", "13"),
+    "npattention.data.long_range": ("Look-back task", "multihead", "13"),
+    "npattention.data.task_types": ("The three task types", "multihead", "13"),
+    "npattention.data.retrieval": ("Retrieval task (hard attention)", "attention", "03"),
 }
 
 # object's defining "module.name" -> (docs page[#anchor], notebook number or None)

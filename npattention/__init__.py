@@ -4,6 +4,7 @@ Start with ``docs/contract.md`` and ``notebooks/README.md``.  The array module i
 once, at import, from ``NPATTENTION_BACKEND`` (see :mod:`npattention.backend`).
 """
 from . import attention, data, masks, softmax, vision, viz
+from .attention import LocationAttention
 from .attention import (AdditiveScore, Attention, Attn, CausalSelfAttention, ConcatScore, Context,
                         CosineScore, CrossAttention, DotScore, GeneralScore, HardAlign, LocalSelfAttention,
                         MultiheadAttention, ScaledDotScore, SelfAttention, SoftmaxAlign,
@@ -19,9 +20,10 @@ from .module import Module, Parameter, Sequential
 from .optim import SGD, Adam, AdamW, WarmupCosine, WarmupInverseSqrt, clip_grad_norm_
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
-from .seq2seq import BahdanauDecoder, Encoder, LuongDecoder, Note004Decoder, PlainDecoder, Seq2Seq
+from .seq2seq import (BahdanauDecoder, Encoder, LocationDecoder, LuongDecoder, Note004Decoder, PlainDecoder,
+                      Seq2Seq)
 from .train import fit
-from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
+from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
                      PixelAttention, SEBasicBlock, SEBlock, SEInception, SelfAttention2d, SpatialTransformer,
                      affine_grid, grid_sample)
 from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,

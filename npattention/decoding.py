@@ -312,7 +312,7 @@ class GPTState:
         seen = self.num_real[:, None] + xp.cumsum(~pad, axis=1)
         pos = xp.maximum(seen - 1, 0)
         self.num_real = seen[:, -1]
-        x = model.wte(tokens) + model.wpe.weight.data[pos]               # x = E[idx] + P[pos]
+        x = model.wte(tokens) + model.position_rows(pos)                 # x = E[idx] + P[pos]
         self.cache.extend(pad)
         self.weights = []
         for i, block in enumerate(model.blocks):

@@ -14,11 +14,16 @@ A block is exactly :class:`npattention.transformer.TransformerEncoderLayer` with
 that cannot look ahead.  Training is next-token prediction: ``logits[:, t]`` predicts
 ``idx[:, t + 1]``, all ``T`` positions in one pass thanks to the causal mask.
 
-Positions are learned (``P``, an :class:`Embedding` of ``block_size`` rows).  With a
+Positions are learned (``P``, an :class:`Embedding` of ``block_size`` rows) by default;
+``positional="sinusoidal"`` adds the fixed table instead, and ``"rope"``, ``"alibi"``,
+``"relative"`` put the positions inside every attention layer (nothing is added to the
+tokens; npattention/attention/positions.py), ``"none"`` uses no position code at all (the
+causal mask alone; a baseline).  With a
 ``padding_mask`` (True at padding, e.g. prompts of different lengths *left*-padded for
 batched generation) the padded keys are masked and each real token gets the position it
 would have without the padding: ``pos = max(cumsum(not pad) - 1, 0)``, so a padded row
-gives the same logits as the row alone.
+gives the same logits as the row alone.  (The in-attention options see only offsets
+between tokens, so left padding leaves them unchanged as well.)
 
 Weight tying: the same ``(V, d)`` matrix ``E`` embeds the input tokens and scores the
 output tokens; its gradient is the sum of both uses.  Initialisation follows GPT-2 /
@@ -34,6 +39,8 @@ import math
 from .backend import add_at, get_rng, xp
 from .layers import Dropout, Embedding, LayerNorm
 from .module import Module
+from .attention.positions import POSITIONAL_CHOICES
+from .positional import sinusoidal_table
 from .transformer import TransformerEncoderLayer
 from .validate import check_array, check_positive_int, check_probability
 
@@ -57,7 +64,7 @@ class GPT(Module):
     """
 
     def __init__(self, vocab_size, block_size, n_layer=2, n_head=4, d_model=64, dropout=0.0,
-                 tie_weights=True, pad_idx=None):
+                 tie_weights=True, pad_idx=None, positional="learned"):
         where = "GPT"
         self.vocab_size = check_positive_int(vocab_size, "vocab_size", where)
         self.block_size = check_positive_int(block_size, "block_size", where)
@@ -69,14 +76,23 @@ class GPT(Module):
         check_probability(dropout, "dropout", where)
         if pad_idx is not None and not (isinstance(pad_idx, int) and 0 <= pad_idx < vocab_size):
             raise ValueError(f"{where}: 'pad_idx' must be None or an int in [0, {vocab_size}), got {pad_idx!r}")
+        if positional not in ("learned", "sinusoidal", "none") + POSITIONAL_CHOICES:
+            raise ValueError(f"{where}: 'positional' must be one of {('learned', 'sinusoidal', 'none') + POSITIONAL_CHOICES}"
+                             f", got {positional!r}")
         self.pad_idx = pad_idx
+        self.positional = positional
         self.config = dict(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                           d_model=d_model, dropout=dropout, tie_weights=tie_weights, pad_idx=pad_idx)
+                           d_model=d_model, dropout=dropout, tie_weights=tie_weights, pad_idx=pad_idx,
+                           positional=positional)
         self.wte = Embedding(vocab_size, d_model, padding_idx=pad_idx)   # token embedding E (V, d)
-        self.wpe = Embedding(block_size, d_model)                        # position embedding P (block_size, d)
+        # position embedding P (block_size, d): learned, a fixed sinusoidal buffer, or none
+        self.wpe = Embedding(block_size, d_model) if positional == "learned" else None
+        if positional == "sinusoidal":
+            self.register_buffer("pe", sinusoidal_table(block_size, d_model))
         self.drop = Dropout(dropout)
+        in_attention = positional if positional in POSITIONAL_CHOICES else None
         self.blocks = [TransformerEncoderLayer(d_model, n_head, 4 * d_model, dropout, activation="gelu",
-                                               norm_first=True) for _ in range(n_layer)]
+                                               norm_first=True, positional=in_attention) for _ in range(n_layer)]
         self.ln_f = LayerNorm(d_model)
         self.tie_weights = bool(tie_weights)
         if self.tie_weights:
@@ -120,6 +136,15 @@ class GPT(Module):
             return xp.broadcast_to(xp.arange(T, dtype=xp.int64), (B, T))
         return xp.maximum(xp.cumsum(~padding_mask, axis=1) - 1, 0).astype(xp.int64)
 
+    def position_rows(self, pos):
+        """``P[pos]`` (learned or sinusoidal) for position ids ``pos``, or 0 when positions live in
+        the attention layers (or nowhere)."""
+        if self.wpe is not None:
+            return self.wpe.weight.data[pos]
+        if self.positional == "sinusoidal":
+            return self.pe[pos].astype(self.wte.weight.data.dtype)
+        return 0.0
+
     def head(self, h):
         """Vocabulary logits of final hidden states ``h (..., d)``: ``h W^T``."""
         return h @ self.output_weight.data.T
@@ -131,7 +156,7 @@ class GPT(Module):
             raise ValueError(f"GPT: sequence length {T} exceeds 'block_size' {self.block_size}")
         pad = self.padding(idx, padding_mask)
         pos = self.position_ids(idx, pad)
-        x = self.drop(self.wte(idx) + self.wpe.weight.data[pos])   # x = E[idx] + P[pos]
+        x = self.drop(self.wte(idx) + self.position_rows(pos))    # x = E[idx] + P[pos]
         for block in self.blocks:   # a loop over layers (each a different function)
             x = block(x, src_key_padding_mask=pad, is_causal=True)
         h = self.ln_f(x)
@@ -152,7 +177,8 @@ class GPT(Module):
             dx = block.backward(dx)
         dx = self.drop.backward(dx)
         # x = E[idx] + P[pos]: both lookups get the same gradient, scatter-added to their rows
-        add_at(self.wpe.weight.grad, pos.reshape(-1), dx.reshape(-1, self.d_model))
+        if self.wpe is not None:
+            add_at(self.wpe.weight.grad, pos.reshape(-1), dx.reshape(-1, self.d_model))
         self.wte.backward(dx)                                       # E's second use (tied) adds here
 
     # ---------------------------------------------------------------- helpers
@@ -170,4 +196,5 @@ class GPT(Module):
     def extra_repr(self):
         c = self.config
         return (f"vocab_size={c['vocab_size']}, block_size={c['block_size']}, n_layer={c['n_layer']}, "
-                f"n_head={c['n_head']}, d_model={c['d_model']}, tie_weights={c['tie_weights']}")
+                f"n_head={c['n_head']}, d_model={c['d_model']}, tie_weights={c['tie_weights']}, "
+                f"positional={c['positional']!r}")

@@ -1,40 +1,22 @@
-"""RNN encoder-decoder (seq2seq) with attention on the decoder side.
+"""RNN encoder-decoder (seq2seq) with attention in the decoder.
 
-Note 004: *decoder-side* attention lets the decoder focus on the encoder outputs at
-every step, instead of squeezing the whole input into one fixed-length vector.  The
-pieces, all with hand-written backpropagation through time:
-
-* :class:`Encoder` -- ``Embedding`` + ``GRU``/``LSTM`` (optionally bidirectional), and a
-  *bridge* ``tanh(W [h_fwd; h_bwd] + b)`` to the decoder's hidden size.
-* Decoders, ``forward(tgt_in (B, T), enc_out (B, S, E), h0 (B, H), c0=None, src_mask=None)
-  -> (logits (B, T, V), weights (B, T, S))``:
-
-  - :class:`BahdanauDecoder` -- attention *before* the RNN step, from the previous state
-    ``h_{t-1}``: additive score ``v^T tanh(W_q h_{t-1} + W_k k_j)``; the context is fed
-    into the RNN together with the embedded input.
-  - :class:`LuongDecoder` -- attention *after* the RNN step, from ``h_t``: ``dot``,
-    ``general`` or ``concat`` score; attentional state ``h~_t = tanh(W_c [c_t; h_t])``,
-    then the output projection.
-  - :class:`Note004Decoder` -- note 004's ``Attn`` (concat(Q, K) -> Linear -> softmax ->
-    bmm with V -> concat with Q -> Linear "attn_combine") as the decoder attention, the
-    way PyTorch's seq2seq tutorial uses it.
-  - :class:`PlainDecoder` -- the baseline without attention: the context is the encoder's
-    last state, the same vector at every step (Cho et al. 2014).
-
-* :class:`Seq2Seq` -- encoder + decoder; teacher-forcing ``forward(src, tgt_in,
-  src_lengths) -> (logits, weights)`` and batched greedy decoding :meth:`Seq2Seq.greedy_decode`.
-
-Every attention step keeps the three named steps: **score**, **align** (masked
-softmax over the real source positions) and **context** (weighted sum of encoder
-outputs).  Token conventions follow :mod:`npattention.data` (``<pad>=0, <sos>=1, <eos>=2``).
-docs/seq2seq.md derives the backward of a decoder step.
+An :class:`Encoder` (embedding + GRU/LSTM, optionally bidirectional) reads the source; a decoder writes the
+target one token at a time and at every step attends over the encoder outputs with the score -> align ->
+context pieces of :mod:`npattention.attention`: :class:`BahdanauDecoder` (additive score, before the RNN
+step), :class:`LuongDecoder` (dot / general / additive, after it), :class:`LocationDecoder` (one score per
+source position) and :class:`PlainDecoder` (no attention, the baseline).  :class:`Seq2Seq` joins encoder and
+decoder.  docs/seq2seq.md has the equations, every backward, and the decoder step API (:meth:`_Decoder.step`).
 """
-from .attention.attention import Attn
-from .backend import get_rng, xp
+from types import SimpleNamespace
+
+from .attention.align import SoftmaxAlign
+from .attention.attention import LocationAttention
+from .attention.context import Context
+from .attention.scores import AdditiveScore, DotScore, GeneralScore
+from .backend import xp
 from .masks import padding_mask
-from .softmax import softmax, softmax_backward
 from .layers import Embedding, Linear, Tanh
-from .module import Module, Parameter
+from .module import Module
 from .rnn import GRU, LSTM, GRUCell, LSTMCell, lengths_from
 from .validate import check_array, check_positive_int
 
@@ -47,53 +29,30 @@ def _cell_kind(cell, where):
     return cell
 
 
-# A Module keeps ONE cache: the one from its last forward.  A decoder calls the same
-# layer at every time step, so it keeps each step's caches (the module's and its
-# sub-modules') and puts them back before that step's backward.
-def _call(module, *inputs, **kwargs):
-    out = module(*inputs, **kwargs)
-    return out, [m.cache for m in module.modules()]
+# A Module keeps ONE cache, its last forward's.  A decoder runs the same piece (score, align,
+# context, ...) at every time step, so a step takes each piece's cache out with its output,
+# CS231n style (``out, cache = piece_forward(...)``), and puts it back for that step's backward.
+def _forward(piece, *inputs, **kwargs):
+    """``(output, cache)`` of one call of a piece."""
+    out = piece(*inputs, **kwargs)
+    return out, piece.cache
 
 
-def _back(module, caches, grad):
-    for m, cache in zip(module.modules(), caches):
-        m.cache = cache
-    return module.backward(grad)
+def _backward(piece, grad, cache):
+    """``piece.backward(grad)`` with the cache of the call it undoes."""
+    piece.cache = cache
+    return piece.backward(grad)
 
 
-def _attend_weights_context(scores, enc_out, src_mask):
-    """Steps 2 and 3 for one decoder step: ``scores (B, S)`` -> ``(weights (B, S), context (B, E))``."""
-    w = softmax(scores, axis=-1, mask=src_mask)  # align: masked softmax over source positions
-    ctx = (w[:, None, :] @ enc_out)[:, 0]  # context: sum_j w_j k_j
-    return w, ctx
+def select_rows(tree, index):
+    """Rows ``index`` of every array in a decoder ``memory`` dict or ``state`` tuple.
 
-
-def _attend_backward(d_ctx, w, enc_out, d_enc):
-    """Backward of align + context: adds to ``d_enc`` and returns ``d_scores (B, S)``."""
-    d_enc += w[:, :, None] * d_ctx[:, None, :]  # d k_j = w_j dc
-    d_w = (enc_out @ d_ctx[:, :, None])[:, :, 0]  # d w_j = k_j . dc
-    return softmax_backward(d_w, w)  # masked positions have w = 0 -> zero gradient
-
-
-def _score_vector(attn_dim):
-    """The additive score's ``v``, initialised like a Linear layer's weights."""
-    bound = 1.0 / attn_dim ** 0.5
-    return Parameter(get_rng().uniform((attn_dim,), -bound, bound))
-
-
-def _additive_scores(q, keys, v):
-    """Additive (concat) score ``e_j = v^T tanh(q + u_j)`` for a projected query ``q (B, A)``
-    and projected keys ``u (B, S, A)``; returns ``(scores (B, S), hid)``."""
-    hid = xp.tanh(keys + q[:, None, :])  # (B, S, A)
-    return hid @ v, hid
-
-
-def _additive_backward(d_scores, hid, v, d_keys):
-    """Backward of :func:`_additive_scores`: adds ``dv`` and ``d_keys``; returns ``dq (B, A)``."""
-    v.grad += xp.einsum("bsa,bs->a", hid, d_scores)
-    d_pre = (d_scores[:, :, None] * v.data) * (1 - hid ** 2)  # through tanh, (B, S, A)
-    d_keys += d_pre
-    return d_pre.sum(axis=1)  # q was broadcast over the S positions
+    Beam search keeps, reorders or repeats hypotheses with it, e.g. ``select_rows(state, backpointers)``
+    or ``select_rows(memory, xp.repeat(xp.arange(B), beam))``.
+    """
+    if isinstance(tree, dict):
+        return {k: None if v is None else v[index] for k, v in tree.items()}
+    return tuple(v[index] for v in tree)
 
 
 # ====================================================================== encoder
@@ -107,6 +66,7 @@ class Encoder(Module):
     LSTM ``c0 = W_c [c_fwd; c_bwd] + b_c``; otherwise ``h0`` is the last state itself.
     Padded positions of ``enc_out`` are zero (see :mod:`npattention.rnn`).
     ``backward(d_enc_out, d_state=None)`` returns ``None`` (ids are not differentiable).
+    cache: the batch size ``B`` (the embedding, RNN and bridge keep their own caches).
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_size, cell="gru", bidirectional=False,
@@ -162,15 +122,27 @@ class Encoder(Module):
 
 # ====================================================================== decoders
 class _Decoder(Module):
-    """The time loop shared by every decoder (teacher forcing and greedy decoding).
+    """The time loop shared by every decoder: teacher forcing, BPTT and step-by-step decoding.
 
-    A subclass defines the pieces of one step:
+    ``forward(tgt_in (B, T), enc_out (B, S, E), h0 (B, H), c0=None, src_mask=None)
+    -> (logits (B, T, V), weights (B, T, S) or None)``; ``backward(d_logits) -> (d_enc_out, d_h0[, d_c0])``.
 
-    * ``_memory(enc_out, h0, src_mask) -> mem``: what is computed once per sequence;
-    * ``_step(emb_t, state, mem) -> (feat_t, weights_t, new_state, cache)``;
-    * ``_head(feat) -> logits``: the output layers (run once over all steps in training;
-      by default the ``Linear`` ``self.out``);
-    * the matching ``_head_backward``, ``_step_backward``, ``_memory_backward``.
+    A decoder writes ONE step, forward then backward, on one screen:
+
+    * ``step_forward(emb_t (B, Em), state, memory) -> (features, weights (B, S), new_state, cache)``
+      with ``cache`` a tuple of its pieces' caches, and
+      ``step_backward(d_features, d_new_state, cache, d_memory) -> (d_emb_t, d_state)``;
+    * ``_start`` / ``_start_backward``: what is computed once per sequence (the ``memory`` dict);
+    * ``head`` / ``head_backward``: the output layers (``self.out``), run once over all steps in training.
+
+    Decoding one token at a time (greedy here; beam search builds on the same calls)::
+
+        memory, state = decoder.start(enc_out, h0, c0, src_mask)
+        logits, state, weights = decoder.step(prev_tokens, state, memory)   # (B, V), ..., (B, S)
+        state, memory = select_rows(state, idx), select_rows(memory, idx)  # keep / reorder rows
+
+    ``state`` is ``(h,)`` (GRU) or ``(h, c)`` (LSTM), each ``(B, H)``.
+    cache (of forward): ``(memory, step caches, state0, c0 given)``.
     """
 
     gradcheck_exempt = "abstract base of the decoders (each is registered)"
@@ -184,21 +156,11 @@ class _Decoder(Module):
         self.enc_dim = check_positive_int(enc_dim, "enc_dim", name)
         self.embedding = Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
 
-    def _head(self, feat):
-        return self.out(feat)
-
-    def _head_backward(self, d_logits):
-        return self.out.backward(d_logits)
-
     def _make_cell(self, input_size):
         return CELLS[self.cell_kind][1](input_size, self.hidden_size)
 
-    def _check(self, tgt_in, enc_out, h0, c0, src_mask):
+    def _check_source(self, enc_out, h0, c0, src_mask, dims):
         name = type(self).__name__
-        dims = {}
-        check_array(tgt_in, "tgt_in", name, shape=("B", "T"), dtype="int", dims=dims)
-        if tgt_in.shape[1] == 0:
-            raise ValueError(f"{name}: 'tgt_in' must hold at least one step (T >= 1), got shape {tuple(tgt_in.shape)}")
         check_array(enc_out, "enc_out", name, shape=("B", "S", self.enc_dim), dims=dims)
         check_array(h0, "h0", name, shape=("B", self.hidden_size), dims=dims)
         if c0 is not None:
@@ -208,41 +170,77 @@ class _Decoder(Module):
         if src_mask is not None:
             check_array(src_mask, "src_mask", name, shape=("B", "S"), dtype="bool", dims=dims)
 
-    def _state0(self, h0, c0):
-        if self.cell_kind == "gru":
-            return (h0,)
-        return (h0, xp.zeros_like(h0) if c0 is None else c0)
+    # ---------------------------------------------------------------- per sequence
+    def _start(self, enc_out, h0, c0, src_mask):
+        """``(memory, state0)``; memory holds batch-first arrays (the mask as ``(B, 1, S)``)."""
+        state = (h0,) if self.cell_kind == "gru" else (h0, xp.zeros_like(h0) if c0 is None else c0)
+        mask = None if src_mask is None else src_mask[:, None, :]  # one query row per step
+        return {"enc_out": enc_out, "mask": mask}, state
 
+    def _start_backward(self, d_memory, memory):
+        """``(d_enc_out, extra d_h0 or None)`` from the gradients of the memory's arrays."""
+        return d_memory["enc_out"], None
+
+    def start(self, enc_out, h0, c0=None, src_mask=None):
+        """Once per source batch, for :meth:`step`: ``(memory, state)``."""
+        self._check_source(enc_out, h0, c0, src_mask, {})
+        return self._start(enc_out, h0, c0, src_mask)
+
+    # ---------------------------------------------------------------- output layers
+    def head(self, features):
+        """Output layers: ``features (..., F) -> logits (..., V)``."""
+        return self.out(features)
+
+    def head_backward(self, d_logits):
+        return self.out.backward(d_logits)
+
+    # ---------------------------------------------------------------- one step, for decoding
+    def step(self, prev_tokens, state, memory):
+        """One decoding step: ``prev_tokens (B,)`` int (``<sos>`` first) ->
+        ``(logits (B, V), new_state, weights (B, S) or None)``.
+
+        For inference: it reuses the layers' caches, so run it after (not between) a forward
+        and its backward.
+        """
+        check_array(prev_tokens, "prev_tokens", f"{type(self).__name__}.step", shape=("B",), dtype="int")
+        emb_t = self.embedding(prev_tokens[:, None])[:, 0]
+        features, weights, new_state, _ = self.step_forward(emb_t, state, memory)
+        return self.head(features), new_state, weights
+
+    # ---------------------------------------------------------------- the whole sequence
     def forward(self, tgt_in, enc_out, h0, c0=None, src_mask=None):
-        self._check(tgt_in, enc_out, h0, c0, src_mask)
-        T = tgt_in.shape[1]
-        emb = self.embedding(tgt_in)  # (B, T, E): teacher forcing knows every input already
-        mem = self._memory(enc_out, h0, src_mask)
-        state = self._state0(h0, c0)
-        feats, weights, caches = [], [], []
+        name, dims = type(self).__name__, {}
+        check_array(tgt_in, "tgt_in", name, shape=("B", "T"), dtype="int", dims=dims)
+        if tgt_in.shape[1] == 0:
+            raise ValueError(f"{name}: 'tgt_in' must hold at least one step (T >= 1), got shape {tuple(tgt_in.shape)}")
+        self._check_source(enc_out, h0, c0, src_mask, dims)
+        emb = self.embedding(tgt_in)  # (B, T, Em): teacher forcing knows every input already
+        memory, state = self._start(enc_out, h0, c0, src_mask)
+        state0 = state
+        features, weights, caches = [], [], []
         # The loop over time IS the lesson: step t needs the state (and, for Bahdanau,
         # the attention) of step t-1.  Each step is vectorised over the batch.
-        for t in range(T):
-            feat, w, state, cache = self._step(emb[:, t], state, mem)
-            feats.append(feat)
+        for t in range(tgt_in.shape[1]):
+            f, w, state, cache = self.step_forward(emb[:, t], state, memory)
+            features.append(f)
             weights.append(w)
             caches.append(cache)
-        logits = self._head(xp.stack(feats, axis=1))  # output layers for all steps at once
-        self.cache = (caches, mem, c0 is not None, emb.shape)
+        logits = self.head(xp.stack(features, axis=1))  # output layers for all steps at once
+        self.cache = (memory, caches, state0, c0 is not None)
         attn = None if weights[0] is None else xp.stack(weights, axis=1)  # (B, T, S)
         return logits, attn
 
     def backward(self, grad_output):
         """BPTT through the whole decoder; returns ``(d_enc_out, d_h0)`` (and ``d_c0`` if given)."""
-        caches, mem, c0_given, emb_shape = self.cache
-        d_feats = self._head_backward(grad_output)  # (B, T, F)
-        d_mem = self._memory_grads(mem)
-        d_state = tuple(xp.zeros_like(s) for s in caches[0]["state"])
-        d_emb = xp.zeros(emb_shape, dtype=grad_output.dtype)
+        memory, caches, state0, c0_given = self.cache
+        d_features = self.head_backward(grad_output)  # (B, T, F)
+        d_memory = {k: xp.zeros_like(v) for k, v in memory.items() if v is not None and v.dtype.kind == "f"}
+        d_state = tuple(xp.zeros_like(s) for s in state0)
+        d_emb = xp.zeros(grad_output.shape[:2] + (self.embed_dim,), dtype=grad_output.dtype)
         for t in range(len(caches) - 1, -1, -1):
-            d_emb[:, t], d_state = self._step_backward(d_feats[:, t], d_state, caches[t], mem, d_mem)
+            d_emb[:, t], d_state = self.step_backward(d_features[:, t], d_state, caches[t], d_memory)
         self.embedding.backward(d_emb)
-        d_enc, d_h0_extra = self._memory_backward(d_mem, mem)
+        d_enc, d_h0_extra = self._start_backward(d_memory, memory)
         d_h0 = d_state[0] if d_h0_extra is None else d_state[0] + d_h0_extra
         return (d_enc, d_h0, d_state[1]) if c0_given else (d_enc, d_h0)
 
@@ -254,18 +252,14 @@ class _Decoder(Module):
         It reuses the layers' caches, so run it after (not between) a forward and its backward.
         """
         check_positive_int(max_len, "max_len", f"{type(self).__name__}.greedy")
+        memory, state = self.start(enc_out, h0, c0, src_mask)
         B = enc_out.shape[0]
-        self._check(xp.zeros((B, 1), dtype=xp.int64), enc_out, h0, c0, src_mask)
-        mem = self._memory(enc_out, h0, src_mask)
-        state = self._state0(h0, c0)
         y = xp.full((B,), sos, dtype=xp.int64)
         done = xp.zeros((B,), dtype=bool)
         tokens, weights = [], []
         for _ in range(max_len):  # the loop over time: each input is the previous output
-            emb = self.embedding(y[:, None])[:, 0]
-            feat, w, state, _ = self._step(emb, state, mem)
-            y = xp.argmax(self._head(feat), axis=-1)
-            y = xp.where(done, eos, y)
+            logits, state, w = self.step(y, state, memory)
+            y = xp.where(done, eos, xp.argmax(logits, axis=-1))
             done = done | (y == eos)
             tokens.append(y)
             weights.append(w)
@@ -274,199 +268,194 @@ class _Decoder(Module):
         attn = None if weights[0] is None else xp.stack(weights, axis=1)
         return xp.stack(tokens, axis=1), attn
 
-    # defaults for decoders without per-sequence precomputation
-    def _memory(self, enc_out, h0, src_mask):
-        return {"enc_out": enc_out, "mask": src_mask}
-
-    def _memory_grads(self, mem):
-        return {"enc_out": xp.zeros_like(mem["enc_out"])}
-
-    def _memory_backward(self, d_mem, mem):
-        return d_mem["enc_out"], None
+    def load_state_dict(self, state, strict=True):
+        """As :meth:`Module.load_state_dict`; also reads checkpoints with the old parameter names."""
+        return super().load_state_dict(_translate_legacy_state(state, ""), strict)
 
 
-class BahdanauDecoder(_Decoder):
+class _AdditiveNames:
+    """Deprecated (kept for one release): the old attribute names of the additive score's parameters,
+    ``query_proj.weight`` = ``score.W_q``, ``key_proj.weight`` / ``.bias`` = ``score.W_k`` / ``score.bias``,
+    ``v`` = ``score.v``."""
+
+    @property
+    def query_proj(self):
+        return SimpleNamespace(weight=self.score.W_q, bias=None)
+
+    @property
+    def key_proj(self):
+        return SimpleNamespace(weight=self.score.W_k, bias=self.score.bias)
+
+    @property
+    def v(self):
+        return self.score.v
+
+
+class BahdanauDecoder(_AdditiveNames, _Decoder):
     """Bahdanau et al. (2015): attend with the *previous* state, feed the context into the RNN.
 
     At step ``t`` with ``s = h_{t-1}`` and encoder outputs ``k_j (B, S, E)``:
 
-    1. score   ``e_j = v^T tanh(W_q s + W_k k_j)``   (additive; ``W_k k_j`` is computed once)
-    2. align   ``a = softmax(e)`` over the real source positions
-    3. context ``c_t = sum_j a_j k_j``
+    1. score   ``e_j = v^T tanh(W_q s + W_k k_j + b)``  (:class:`AdditiveScore`; ``W_k k_j + b`` once per sequence)
+    2. align   ``a = softmax(e)`` over the real source positions  (:class:`SoftmaxAlign`)
+    3. context ``c_t = sum_j a_j k_j``  (:class:`Context`)
     4. RNN     ``h_t = cell([emb(y_{t-1}); c_t], h_{t-1})``
     5. output  ``logits_t = W_o [h_t; c_t] + b_o``
 
     ``attn_dim``: size of the additive score's hidden layer (default ``hidden_size``).
+    Step cache: ``(score_cache, align_cache, context_cache, cell_cache)``.
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, attn_dim=None, cell="gru", padding_idx=0):
         super().__init__(vocab_size, embed_dim, hidden_size, enc_dim, cell, padding_idx)
         attn_dim = hidden_size if attn_dim is None else check_positive_int(attn_dim, "attn_dim", "BahdanauDecoder")
-        self.query_proj = Linear(hidden_size, attn_dim, bias=False)  # W_q
-        self.key_proj = Linear(enc_dim, attn_dim)  # W_k (with the score's bias)
-        self.v = _score_vector(attn_dim)
+        self.score = AdditiveScore(hidden_size, enc_dim, attn_dim, bias=True)
+        self.align = SoftmaxAlign()
+        self.context = Context()
         self.cell = self._make_cell(embed_dim + enc_dim)
         self.out = Linear(hidden_size + enc_dim, vocab_size)
 
-    def _memory(self, enc_out, h0, src_mask):
-        # The keys do not change from step to step: project them once per sequence.
-        keys, key_cache = _call(self.key_proj, enc_out)  # (B, S, A)
-        return {"enc_out": enc_out, "mask": src_mask, "keys": keys, "key_cache": key_cache}
+    def _start(self, enc_out, h0, c0, src_mask):
+        memory, state = super()._start(enc_out, h0, c0, src_mask)
+        memory["keys"] = self.score.project_keys(enc_out)  # W_k k_j + b: the keys do not change, once
+        return memory, state
 
-    def _memory_grads(self, mem):
-        return {"enc_out": xp.zeros_like(mem["enc_out"]), "keys": xp.zeros_like(mem["keys"])}
+    def _start_backward(self, d_memory, memory):
+        return d_memory["enc_out"] + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
 
-    def _memory_backward(self, d_mem, mem):
-        d_enc = d_mem["enc_out"] + _back(self.key_proj, mem["key_cache"], d_mem["keys"])
-        return d_enc, None
+    def step_forward(self, emb_t, state, memory):
+        query = state[0][:, None, :]  # h_{t-1}: one query row (B, 1, H)
+        scores, score_cache = _forward(self.score, query, memory["keys"], projected=True)  # 1. (B, 1, S)
+        weights, align_cache = _forward(self.align, scores, mask=memory["mask"])  # 2. (B, 1, S)
+        context, context_cache = _forward(self.context, weights, memory["enc_out"])  # 3. (B, 1, E)
+        c = context[:, 0]
+        new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, c], axis=-1), state)  # 4.
+        features = xp.concatenate([new_state[0], c], axis=-1)  # 5. [h_t; c_t] for the output layer
+        return features, weights[:, 0], new_state, (score_cache, align_cache, context_cache, cell_cache)
 
-    def _step(self, emb_t, state, mem):
-        q, q_cache = _call(self.query_proj, state[0])  # (B, A), from the PREVIOUS state
-        scores, hid = _additive_scores(q, mem["keys"], self.v.data)  # 1. score (B, S)
-        w, ctx = _attend_weights_context(scores, mem["enc_out"], mem["mask"])  # 2. align, 3. context
-        new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, ctx], axis=-1), state)
-        feat = xp.concatenate([new_state[0], ctx], axis=-1)  # (B, H + E) for the output layer
-        return feat, w, new_state, {"state": state, "q": q_cache, "hid": hid, "w": w, "cell": cell_cache}
-
-    def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
-        H, E = self.hidden_size, self.embed_dim
-        d_state = (d_state[0] + d_feat[:, :H],) + tuple(d_state[1:])  # h_t went to the output layer
-        d_ctx = d_feat[:, H:]  # ... and so did c_t
-        d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
-        d_emb, d_ctx = d_x[:, :E], d_ctx + d_x[:, E:]  # c_t was also an RNN input
-        d_scores = _attend_backward(d_ctx, cache["w"], mem["enc_out"], d_mem["enc_out"])
-        d_q = _additive_backward(d_scores, cache["hid"], self.v, d_mem["keys"])
-        d_prev = (d_prev[0] + _back(self.query_proj, cache["q"], d_q),) + tuple(d_prev[1:])
-        return d_emb, d_prev
-
-
-LUONG_SCORES = ("dot", "general", "concat")
+    def step_backward(self, d_features, d_new_state, cache, d_memory):
+        score_cache, align_cache, context_cache, cell_cache = cache
+        H, Em = self.hidden_size, self.embed_dim
+        # forward was: features = [h_t; c_t]   (h_t also went on to step t+1)
+        d_h, d_c = d_new_state[0] + d_features[:, :H], d_features[:, H:]
+        # forward was: new_state = cell([emb_t; c], state)
+        d_x, d_state = self.cell.step_backward((d_h, *d_new_state[1:]), cell_cache)
+        d_emb, d_c = d_x[:, :Em], d_c + d_x[:, Em:]  # c_t was also an RNN input
+        # forward was: context = weights @ enc_out
+        d_weights, d_enc = _backward(self.context, d_c[:, None, :], context_cache)
+        d_memory["enc_out"] += d_enc
+        # forward was: weights = softmax(scores) over the real source positions
+        d_scores = _backward(self.align, d_weights, align_cache)
+        # forward was: scores = v^T tanh(W_q h_{t-1} + keys)
+        d_query, d_keys = _backward(self.score, d_scores, score_cache)
+        d_memory["keys"] += d_keys
+        return d_emb, (d_state[0] + d_query[:, 0], *d_state[1:])  # h_{t-1} was also the query
 
 
-class LuongDecoder(_Decoder):
+LUONG_SCORES = ("dot", "general", "additive")
+
+
+class LuongDecoder(_AdditiveNames, _Decoder):
     """Luong et al. (2015), global attention: attend with the *current* state after the RNN step.
 
     At step ``t``:
 
     1. RNN     ``h_t = cell(emb(y_{t-1}), h_{t-1})``
-    2. score   ``e_j = score(h_t, k_j)``, Luong's three:
+    2. score   ``e_j = score(h_t, k_j)``, one of Luong's three score modules:
 
-       - ``"dot"``     ``h_t . k_j``                      (needs ``hidden_size == enc_dim``)
-       - ``"general"`` ``h_t^T W_a k_j = (W_a^T h_t) . k_j`` (``W_a^T h_t`` once per step)
-       - ``"concat"``  ``v^T tanh(W_a [h_t; k_j]) = v^T tanh(W_q h_t + W_k k_j)`` (``W_k k_j`` once)
+       - ``"dot"``      :class:`DotScore`      ``h_t . k_j``              (needs ``hidden_size == enc_dim``)
+       - ``"general"``  :class:`GeneralScore`  ``h_t^T W k_j``
+       - ``"additive"`` :class:`AdditiveScore` ``v^T tanh(W_q h_t + W_k k_j + b)`` (Luong's "concat";
+         that old name is still accepted; ``W_k k_j + b`` once per sequence)
 
-       or any score **module** with the interface of :mod:`npattention.attention.scores`:
-       ``forward(q (B, 1, H), k (B, S, E)) -> (B, 1, S)``, ``backward -> (dq, dk)``.
+       or any score **module** of :mod:`npattention.attention.scores` (``forward(q (B, 1, H),
+       k (B, S, E)) -> (B, 1, S)``, ``backward -> (dq, dk)``).
     3. align   ``a = softmax(e)`` over the real source positions; context ``c_t = sum_j a_j k_j``
     4. attentional state ``h~_t = tanh(W_c [c_t; h_t])``; output ``logits_t = W_o h~_t + b_o``
 
     (Luong's "input feeding" of ``h~_{t-1}`` into the next step is left out: then the
     output layers depend on no later step and run once over all steps.)
+    Step cache: ``(cell_cache, score_cache, align_cache, context_cache)``.
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, score="dot", cell="gru", padding_idx=0,
                  attn_dim=None):
         super().__init__(vocab_size, embed_dim, hidden_size, enc_dim, cell, padding_idx)
+        if score == "concat":  # Luong's name for the additive score (deprecated here: "concat" is ConcatScore)
+            score = "additive"
         if isinstance(score, Module):
             self.score_name, self.score = type(score).__name__, score
         elif score not in LUONG_SCORES:
-            raise ValueError(f"LuongDecoder: 'score' must be 'dot', 'general', 'concat' or a score module, "
+            raise ValueError(f"LuongDecoder: 'score' must be 'dot', 'general', 'additive' or a score module, "
                              f"got {score!r}")
+        elif score == "dot":
+            if hidden_size != enc_dim:
+                raise ValueError(f"LuongDecoder: score='dot' needs hidden_size == enc_dim, got {hidden_size} and "
+                                 f"{enc_dim}; use score='general' or 'additive'")
+            self.score_name, self.score = score, DotScore()
+        elif score == "general":
+            self.score_name, self.score = score, GeneralScore(hidden_size, enc_dim)
         else:
-            self.score_name, self.score = score, None
-        if score == "dot" and hidden_size != enc_dim:
-            raise ValueError(f"LuongDecoder: score='dot' needs hidden_size == enc_dim, got {hidden_size} and "
-                             f"{enc_dim}; use score='general' or 'concat'")
-        if score == "general":
-            self.score_proj = Linear(hidden_size, enc_dim, bias=False)  # W_a^T h
-        if score == "concat":
             attn_dim = hidden_size if attn_dim is None else check_positive_int(attn_dim, "attn_dim", "LuongDecoder")
-            self.query_proj = Linear(hidden_size, attn_dim, bias=False)
-            self.key_proj = Linear(enc_dim, attn_dim)
-            self.v = _score_vector(attn_dim)
+            self.score_name, self.score = score, AdditiveScore(hidden_size, enc_dim, attn_dim, bias=True)
+        self.projects_keys = isinstance(self.score, AdditiveScore)  # then the keys are projected once
+        self.align = SoftmaxAlign()
+        self.context = Context()
         self.cell = self._make_cell(embed_dim)
         self.combine = Linear(enc_dim + hidden_size, hidden_size, bias=False)  # W_c
         self.combine_tanh = Tanh()
         self.out = Linear(hidden_size, vocab_size)
 
-    def _memory(self, enc_out, h0, src_mask):
-        mem = {"enc_out": enc_out, "mask": src_mask}
-        if self.score_name == "concat":
-            mem["keys"], mem["key_cache"] = _call(self.key_proj, enc_out)  # W_k k_j, once
-        return mem
+    def _start(self, enc_out, h0, c0, src_mask):
+        memory, state = super()._start(enc_out, h0, c0, src_mask)
+        memory["keys"] = self.score.project_keys(enc_out) if self.projects_keys else enc_out
+        return memory, state
 
-    def _memory_grads(self, mem):
-        grads = {"enc_out": xp.zeros_like(mem["enc_out"])}
-        if "keys" in mem:
-            grads["keys"] = xp.zeros_like(mem["keys"])
-        return grads
+    def _start_backward(self, d_memory, memory):
+        d_keys = d_memory["keys"]
+        if self.projects_keys:
+            d_keys = self.score.project_keys_backward(d_keys, memory["enc_out"])
+        return d_memory["enc_out"] + d_keys, None
 
-    def _memory_backward(self, d_mem, mem):
-        d_enc = d_mem["enc_out"]
-        if "keys" in mem:
-            d_enc = d_enc + _back(self.key_proj, mem["key_cache"], d_mem["keys"])
-        return d_enc, None
+    def head(self, features):
+        return self.out(self.combine_tanh(self.combine(features)))  # 4. h~ = tanh(W_c [c; h]), logits
 
-    def _scores(self, h, mem):
-        """Step 2 for the query ``h (B, H)``: ``(scores (B, S), cache)``."""
-        k = mem["enc_out"]
-        if self.score is not None:  # a score module
-            scores, cache = _call(self.score, h[:, None, :], k)
-            return scores[:, 0], cache
-        if self.score_name == "dot":
-            return (k @ h[:, :, None])[:, :, 0], h
-        if self.score_name == "general":
-            q, q_cache = _call(self.score_proj, h)  # (B, E)
-            return (k @ q[:, :, None])[:, :, 0], (q, q_cache)
-        q, q_cache = _call(self.query_proj, h)  # concat
-        scores, hid = _additive_scores(q, mem["keys"], self.v.data)
-        return scores, (q_cache, hid)
-
-    def _scores_backward(self, d_scores, cache, mem, d_mem):
-        """Backward of step 2: adds to the encoder-side gradients, returns ``dh (B, H)``."""
-        k = mem["enc_out"]
-        if self.score is not None:
-            d_q, d_k = _back(self.score, cache, d_scores[:, None, :])
-            d_mem["enc_out"] += d_k
-            return d_q[:, 0]
-        if self.score_name in ("dot", "general"):
-            q = cache if self.score_name == "dot" else cache[0]
-            d_mem["enc_out"] += d_scores[:, :, None] * q[:, None, :]  # d k_j = e'_j q
-            d_q = (d_scores[:, None, :] @ k)[:, 0]  # d q = sum_j e'_j k_j
-            return d_q if self.score_name == "dot" else _back(self.score_proj, cache[1], d_q)
-        q_cache, hid = cache
-        d_q = _additive_backward(d_scores, hid, self.v, d_mem["keys"])
-        return _back(self.query_proj, q_cache, d_q)
-
-    def _step(self, emb_t, state, mem):
-        new_state, cell_cache = self.cell.step(emb_t, state)  # 1. RNN first
-        h = new_state[0]
-        scores, score_cache = self._scores(h, mem)  # 2. score (B, S), with the CURRENT state
-        w, ctx = _attend_weights_context(scores, mem["enc_out"], mem["mask"])  # 3. align, context
-        feat = xp.concatenate([ctx, h], axis=-1)  # [c_t; h_t]
-        return feat, w, new_state, {"state": state, "score": score_cache, "w": w, "cell": cell_cache}
-
-    def _head(self, feat):
-        return self.out(self.combine_tanh(self.combine(feat)))  # 4. h~ = tanh(W_c [c; h]), logits
-
-    def _head_backward(self, d_logits):
+    def head_backward(self, d_logits):
         return self.combine.backward(self.combine_tanh.backward(self.out.backward(d_logits)))
 
-    def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
+    def step_forward(self, emb_t, state, memory):
+        new_state, cell_cache = self.cell.step(emb_t, state)  # 1. RNN first
+        query = new_state[0][:, None, :]  # h_t, the CURRENT state: one query row (B, 1, H)
+        kw = {"projected": True} if self.projects_keys else {}
+        scores, score_cache = _forward(self.score, query, memory["keys"], **kw)  # 2. (B, 1, S)
+        weights, align_cache = _forward(self.align, scores, mask=memory["mask"])  # 3. (B, 1, S)
+        context, context_cache = _forward(self.context, weights, memory["enc_out"])  # (B, 1, E)
+        features = xp.concatenate([context[:, 0], new_state[0]], axis=-1)  # [c_t; h_t] for the head
+        return features, weights[:, 0], new_state, (cell_cache, score_cache, align_cache, context_cache)
+
+    def step_backward(self, d_features, d_new_state, cache, d_memory):
+        cell_cache, score_cache, align_cache, context_cache = cache
         E = self.enc_dim
-        d_ctx, d_h = d_feat[:, :E], d_feat[:, E:]
-        d_scores = _attend_backward(d_ctx, cache["w"], mem["enc_out"], d_mem["enc_out"])
-        d_query = self._scores_backward(d_scores, cache["score"], mem, d_mem)
-        # h_t went to the output, to the score (as the query) and to the next step
-        d_state = (d_state[0] + d_h + d_query, *d_state[1:])
-        return self.cell.step_backward(d_state, cache["cell"])
+        # forward was: features = [c_t; h_t]
+        d_c, d_h = d_features[:, :E], d_features[:, E:]
+        # forward was: context = weights @ enc_out
+        d_weights, d_enc = _backward(self.context, d_c[:, None, :], context_cache)
+        d_memory["enc_out"] += d_enc
+        # forward was: weights = softmax(scores) over the real source positions
+        d_scores = _backward(self.align, d_weights, align_cache)
+        # forward was: scores = score(h_t, keys)
+        d_query, d_keys = _backward(self.score, d_scores, score_cache)
+        d_memory["keys"] += d_keys
+        # forward was: new_state = cell(emb_t, state); h_t went to the head, the score and step t+1
+        d_new_state = (d_new_state[0] + d_h + d_query[:, 0], *d_new_state[1:])
+        return self.cell.step_backward(d_new_state, cell_cache)
 
     def extra_repr(self):
         return f"score={self.score_name!r}"
 
 
-class Note004Decoder(_Decoder):
-    """Note 004's ``Attn`` as the decoder attention (as in PyTorch's seq2seq tutorial).
+class LocationDecoder(_Decoder):
+    """Location-based attention in the decoder, as in PyTorch's seq2seq tutorial (``Attn`` in the notes).
 
     At step ``t``, with ``Q = emb(y_{t-1})``, ``K = h_{t-1}`` and ``V`` = the encoder outputs:
 
@@ -477,54 +466,57 @@ class Note004Decoder(_Decoder):
     4. ``attn_combine``: ``u = W_u [Q; c] + b_u``; then ``x = relu(u)`` (the tutorial's
        choice) feeds the RNN: ``h_t = cell(x, h_{t-1})``; ``logits_t = W_o h_t + b_o``
 
-    Steps 1-4 are :class:`npattention.attention.attention.Attn`.  The score looks at
-    position numbers, not at the content of the keys ("location-based"), which is why
-    it needs ``max_len`` and learns slower than Bahdanau's or Luong's.
+    Steps 1-4 are :class:`~npattention.attention.attention.LocationAttention`.  The score
+    looks at position numbers, not at the content of the keys, which is why it needs
+    ``max_len`` and learns slower than Bahdanau's or Luong's.
+    Step cache: ``(attention_cache, x, cell_cache)``.
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, max_len, cell="gru", padding_idx=0):
         super().__init__(vocab_size, embed_dim, hidden_size, enc_dim, cell, padding_idx)
-        self.max_len = check_positive_int(max_len, "max_len", "Note004Decoder")
-        self.attn = Attn(embed_dim, hidden_size, max_len, enc_dim, hidden_size)
+        self.max_len = check_positive_int(max_len, "max_len", type(self).__name__)
+        self.attn = LocationAttention(embed_dim, hidden_size, max_len, enc_dim, hidden_size)
         self.cell = self._make_cell(hidden_size)
         self.out = Linear(hidden_size, vocab_size)
 
-    def _memory(self, enc_out, h0, src_mask):
+    def _start(self, enc_out, h0, c0, src_mask):
+        memory, state = super()._start(enc_out, h0, c0, src_mask)
         B, S, E = enc_out.shape
         if S > self.max_len:
-            raise ValueError(f"Note004Decoder: the source has {S} positions but 'max_len' is {self.max_len}")
+            raise ValueError(f"{type(self).__name__}: the source has {S} positions but 'max_len' is {self.max_len}")
         # V must have max_len rows: pad with zero rows that are always masked out
-        V = xp.concatenate([enc_out, xp.zeros((B, self.max_len - S, E), dtype=enc_out.dtype)], axis=1)
+        memory["values"] = xp.concatenate([enc_out, xp.zeros((B, self.max_len - S, E), dtype=enc_out.dtype)], axis=1)
         mask = padding_mask(xp.full((B,), S), self.max_len) if src_mask is None else \
             xp.concatenate([src_mask, xp.ones((B, self.max_len - S), dtype=bool)], axis=1)
-        return {"enc_out": enc_out, "V": V, "mask": mask}
+        memory["mask"] = mask[:, None, :]
+        return memory, state
 
-    def _memory_grads(self, mem):
-        return {"V": xp.zeros_like(mem["V"])}
+    def _start_backward(self, d_memory, memory):
+        return d_memory["values"][:, :memory["enc_out"].shape[1]], None
 
-    def _memory_backward(self, d_mem, mem):
-        return d_mem["V"][:, :mem["enc_out"].shape[1]], None
-
-    def _step(self, emb_t, state, mem):
+    def step_forward(self, emb_t, state, memory):
         # Q = emb(y_{t-1}), K = h_{t-1} (one query row each), V = the padded encoder outputs
-        (u, w), attn_cache = _call(self.attn, emb_t[:, None, :], state[0][:, None, :], mem["V"],
-                                   mask=mem["mask"][:, None, :])
+        (u, weights), attention_cache = _forward(self.attn, emb_t[:, None, :], state[0][:, None, :],
+                                                 memory["values"], mask=memory["mask"])
         x = xp.maximum(u[:, 0], 0)  # relu
         new_state, cell_cache = self.cell.step(x, state)
-        S = mem["enc_out"].shape[1]
-        return new_state[0], w[:, 0, :S], new_state, {"state": state, "attn": attn_cache, "x": x, "cell": cell_cache}
+        S = memory["enc_out"].shape[1]
+        return new_state[0], weights[:, 0, :S], new_state, (attention_cache, x, cell_cache)
 
-    def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
-        d_state = (d_state[0] + d_feat, *d_state[1:])
-        d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
-        d_u = (d_x * (cache["x"] > 0))[:, None, :]
-        d_q, d_k, d_v = _back(self.attn, cache["attn"], d_u)
-        d_mem["V"] += d_v
-        d_prev = (d_prev[0] + d_k[:, 0], *d_prev[1:])  # K was h_{t-1}
-        return d_q[:, 0], d_prev  # Q was the embedded input
+    def step_backward(self, d_features, d_new_state, cache, d_memory):
+        attention_cache, x, cell_cache = cache
+        # forward was: features = h_t (also on to step t+1); new_state = cell(x, state)
+        d_x, d_state = self.cell.step_backward((d_new_state[0] + d_features, *d_new_state[1:]), cell_cache)
+        d_u = (d_x * (x > 0))[:, None, :]  # forward was: x = relu(u)
+        d_q, d_k, d_v = _backward(self.attn, d_u, attention_cache)
+        d_memory["values"] += d_v
+        return d_q[:, 0], (d_state[0] + d_k[:, 0], *d_state[1:])  # Q was emb_t, K was h_{t-1}
 
     def extra_repr(self):
         return f"max_len={self.max_len}"
+
+
+Note004Decoder = LocationDecoder  # deprecated alias (the class notes' name), kept for one release
 
 
 class PlainDecoder(_Decoder):
@@ -533,7 +525,7 @@ class PlainDecoder(_Decoder):
     The context ``c = h0`` is the encoder's last state (after the bridge), the same
     vector at every step -- the "fixed-length bottleneck".  ``h_t = cell([emb; c], h_{t-1})``,
     ``logits_t = W_o [h_t; c] + b_o``.  ``enc_out`` is accepted (same interface) but unused,
-    so its gradient is zero; the returned weights are ``None``.
+    so its gradient is zero; the returned weights are ``None``.  Step cache: ``(cell_cache,)``.
     """
 
     def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, cell="gru", padding_idx=0):
@@ -541,31 +533,47 @@ class PlainDecoder(_Decoder):
         self.cell = self._make_cell(embed_dim + hidden_size)
         self.out = Linear(2 * hidden_size, vocab_size)
 
-    def _memory(self, enc_out, h0, src_mask):
-        return {"enc_out": enc_out, "ctx": h0}
+    def _start(self, enc_out, h0, c0, src_mask):
+        memory, state = super()._start(enc_out, h0, c0, src_mask)
+        memory["context"] = h0
+        return memory, state
 
-    def _memory_grads(self, mem):
-        return {"ctx": xp.zeros_like(mem["ctx"])}
+    def _start_backward(self, d_memory, memory):
+        return d_memory["enc_out"], d_memory["context"]  # enc_out was unused: zero gradient
 
-    def _memory_backward(self, d_mem, mem):
-        return xp.zeros_like(mem["enc_out"]), d_mem["ctx"]
+    def step_forward(self, emb_t, state, memory):
+        c = memory["context"]
+        new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, c], axis=-1), state)
+        return xp.concatenate([new_state[0], c], axis=-1), None, new_state, (cell_cache,)
 
-    def _step(self, emb_t, state, mem):
-        ctx = mem["ctx"]
-        new_state, cell_cache = self.cell.step(xp.concatenate([emb_t, ctx], axis=-1), state)
-        return xp.concatenate([new_state[0], ctx], axis=-1), None, new_state, {"state": state, "cell": cell_cache}
+    def step_backward(self, d_features, d_new_state, cache, d_memory):
+        (cell_cache,) = cache
+        H, Em = self.hidden_size, self.embed_dim
+        # forward was: features = [h_t; c]; new_state = cell([emb_t; c], state)
+        d_memory["context"] += d_features[:, H:]
+        d_x, d_state = self.cell.step_backward((d_new_state[0] + d_features[:, :H], *d_new_state[1:]), cell_cache)
+        d_memory["context"] += d_x[:, Em:]
+        return d_x[:, :Em], d_state
 
-    def _step_backward(self, d_feat, d_state, cache, mem, d_mem):
-        H, E = self.hidden_size, self.embed_dim
-        d_state = (d_state[0] + d_feat[:, :H],) + tuple(d_state[1:])
-        d_mem["ctx"] += d_feat[:, H:]
-        d_x, d_prev = self.cell.step_backward(d_state, cache["cell"])
-        d_mem["ctx"] += d_x[:, E:]
-        return d_x[:, :E], d_prev
+
+# Old checkpoints: the decoders' parameters before the score/align/context pieces were reused.
+_LEGACY_KEYS = {"query_proj.weight": ("score.W_q", False), "key_proj.weight": ("score.W_k", False),
+                "key_proj.bias": ("score.bias", False), "v": ("score.v", False),
+                "score_proj.weight": ("score.weight", True)}  # True: Linear(H, E).weight = GeneralScore.weight^T
+
+
+def _translate_legacy_state(state, prefix):
+    """A state dict with the old decoder names (``query_proj``, ``key_proj``, ``v``, ``score_proj``) renamed."""
+    state = dict(state)
+    for old, (new, transpose) in _LEGACY_KEYS.items():
+        if prefix + old in state:
+            value = state.pop(prefix + old)
+            state[prefix + new] = value.T if transpose else value
+    return state
 
 
 # ====================================================================== the model
-ATTENTIONS = ("bahdanau", "luong", "note004", "none")
+ATTENTIONS = ("bahdanau", "luong", "location", "none")  # "note004": the old name of "location", still accepted
 
 
 class Seq2Seq(Module):
@@ -573,7 +581,8 @@ class Seq2Seq(Module):
 
     ``Seq2Seq(src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau",
     score="dot", cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None,
-    max_src_len=None)``; ``max_src_len`` (the longest source) is needed by ``attention="note004"``.
+    max_src_len=None)``; ``max_src_len`` (the longest source) is needed by ``attention="location"``
+    (old name ``"note004"``, still accepted).
 
     * ``forward(src (B, S), tgt_in (B, T), src_lengths (B,) = None) -> (logits (B, T, V),
       weights (B, T, S) or None)`` with teacher forcing; the weights are also kept in
@@ -590,7 +599,7 @@ class Seq2Seq(Module):
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau", score="dot",
                  cell="gru", bidirectional=True, dec_hidden_size=None, attn_dim=None, max_src_len=None,
                  padding_idx=0):
-        if attention not in ATTENTIONS:
+        if attention not in ATTENTIONS + ("note004",):
             raise ValueError(f"Seq2Seq: 'attention' must be one of {ATTENTIONS}, got {attention!r}")
         D = 2 if bidirectional else 1
         dec_hidden = D * hidden_size if dec_hidden_size is None else dec_hidden_size
@@ -606,10 +615,11 @@ class Seq2Seq(Module):
             self.decoder = BahdanauDecoder(*args, attn_dim=attn_dim, cell=cell, padding_idx=padding_idx)
         elif attention == "luong":
             self.decoder = LuongDecoder(*args, score=score, cell=cell, padding_idx=padding_idx, attn_dim=attn_dim)
-        elif attention == "note004":
+        elif attention in ("location", "note004"):
             if max_src_len is None:
-                raise ValueError("Seq2Seq: attention='note004' needs 'max_src_len' (the longest source it will read)")
-            self.decoder = Note004Decoder(*args, max_len=max_src_len, cell=cell, padding_idx=padding_idx)
+                raise ValueError(f"Seq2Seq: attention={attention!r} needs 'max_src_len' (the longest source it "
+                                 f"will read)")
+            self.decoder = LocationDecoder(*args, max_len=max_src_len, cell=cell, padding_idx=padding_idx)
         else:
             self.decoder = PlainDecoder(*args, cell=cell, padding_idx=padding_idx)
         self.attention_weights = None
@@ -631,6 +641,10 @@ class Seq2Seq(Module):
     def backward(self, grad_output):
         d_enc, *d_state = self.decoder.backward(grad_output)
         self.encoder.backward(d_enc, tuple(d_state))
+
+    def load_state_dict(self, state, strict=True):
+        """As :meth:`Module.load_state_dict`; also reads checkpoints with the decoders' old parameter names."""
+        return super().load_state_dict(_translate_legacy_state(state, "decoder."), strict)
 
     def greedy_decode(self, src, src_lengths=None, max_len=20, sos=1, eos=2):
         """``(tokens (B, L), weights (B, L, S) or None)``: greedy decoding of a batch."""

@@ -404,3 +404,25 @@ def test_show_heatmaps_keeps_every_token_label_on_shared_axes():
     fig = viz.show_heatmaps(maps, x_labels=list("abcdefghijkl"), y_labels=list("ABCDEFGHIJK"))
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list("ABCDEFGHIJK")
     assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == list("abcdefghijkl")
+
+
+def test_additive_score_with_keys_projected_once_matches_the_plain_call(rng):
+    """A decoder projects its keys once (project_keys) and scores each step with projected=True:
+    same scores, and the two backward halves give the plain call's gradients."""
+    for bias in (False, True):
+        a = AdditiveScore(4, 3, 5, bias=bias).double()
+        q, k = rng.normal((2, 1, 4), dtype=F64), rng.normal((2, 6, 3), dtype=F64)
+        g = rng.normal((2, 1, 6), dtype=F64)
+        s = a(q, k)
+        dq, dk = a.backward(g)
+        grads = [_n(p.grad).copy() for p in a.parameters()]
+        a.zero_grad()
+        kh = a.project_keys(k)
+        s2 = a(q, kh, projected=True)
+        dq2, dkh = a.backward(g)
+        dk2 = a.project_keys_backward(dkh, k)
+        np.testing.assert_allclose(_n(s2), _n(s), rtol=1e-13)
+        np.testing.assert_allclose(_n(dq2), _n(dq), rtol=1e-13)
+        np.testing.assert_allclose(_n(dk2), _n(dk), rtol=1e-13)
+        for g1, p in zip(grads, a.parameters()):
+            np.testing.assert_allclose(_n(p.grad), g1, rtol=1e-13)

@@ -14,6 +14,8 @@ from npattention.attention.rotary import apply_rotary, rotary_tables
 from npattention.attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from npattention.backend import to_numpy, xp
 from npattention.masks import causal_mask, padding_mask
+from npattention.decoding import GPTState
+from npattention.gpt import GPT
 from npattention.transformer import Transformer
 
 
@@ -301,3 +303,37 @@ def test_linear_attention_module(rng):
         m(x, x, x, attn_mask=causal_mask(6))
     with pytest.raises(ValueError, match="causal=True needs as many queries as keys"):
         linear_attention(x[:, :2], x, x, causal=True)
+
+
+# ------------------------------------------------------------------ GPT option (with the KV cache)
+def _gpt(positional, rng):
+    model = GPT(10, 12, n_layer=2, n_head=2, d_model=8, pad_idx=0, positional=positional).double()
+    for p in model.parameters():   # larger than the 0.02 init, so the comparisons have teeth
+        p.data[...] = rng.normal(p.data.shape, scale=0.5, dtype=xp.float64)
+    return model
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "relative", "sinusoidal", "none"])
+def test_gpt_positional_cached_logits_equal_full(rng, positional):
+    model = _gpt(positional, rng)
+    ids = xp.asarray([[0, 0, 0, 4, 5, 6, 7, 8, 9],
+                      [4, 9, 8, 7, 6, 5, 4, 3, 3]], dtype=xp.int64)
+    full = model(ids)
+    state = GPTState(model, 2, max_len=9)
+    got = xp.concatenate([state.step(c) for c in [ids[:, :5]] + [ids[:, t] for t in range(5, 9)]], axis=1)
+    np.testing.assert_allclose(H(got), H(full), atol=1e-11, rtol=0)
+    assert (model.wpe is not None) == (positional == "learned")
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "relative"])
+def test_gpt_left_padding_does_not_change_offsets(rng, positional):
+    model = _gpt(positional, rng)
+    row = xp.asarray([[4, 5, 6, 7, 8]], dtype=xp.int64)
+    padded = xp.asarray([[0, 0, 0, 4, 5, 6, 7, 8]], dtype=xp.int64)
+    alone = H(model(row))
+    np.testing.assert_allclose(H(model(padded))[:, 3:], alone, atol=1e-11, rtol=0)
+    model.zero_grad()
+    model.backward(xp.ones((1, 8, 10)))
+    grads = {n: float(xp.abs(p.grad).sum()) for n, p in model.named_parameters()}
+    assert all(np.isfinite(list(grads.values())))
+    assert any("positional" in n for n in grads) == (positional == "relative")

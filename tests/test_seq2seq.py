@@ -104,10 +104,7 @@ def test_luong_accepts_the_score_modules_of_the_attention_core(rng):
     for name, module in [("dot", DotScore()), ("general", GeneralScore(4, 4))]:
         built_in = LuongDecoder(V, 3, 4, 4, score=name).double()
         plugged = LuongDecoder(V, 3, 4, 4, score=module).double()
-        state = built_in.state_dict()
-        if name == "general":  # Linear(H -> E) keeps W^T: (h W) . k = (h @ weight.T) . k
-            state["score.weight"] = state.pop("score_proj.weight").T
-        plugged.load_state_dict(state)
+        plugged.load_state_dict(built_in.state_dict())  # the built-in scores ARE these modules now
         a, wa = built_in(TGT_IN, enc_out, h0, src_mask=mask)
         b, wb = plugged(TGT_IN, enc_out, h0, src_mask=mask)
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-14)
@@ -187,7 +184,7 @@ def test_bad_input_errors(rng):
         Seq2Seq(V, V, cell="rnn")
     with pytest.raises(ValueError, match="score='dot' needs hidden_size == enc_dim"):
         Seq2Seq(V, V, hidden_size=4, dec_hidden_size=5, attention="luong", score="dot")
-    with pytest.raises(ValueError, match="'score' must be 'dot', 'general', 'concat' or a score module"):
+    with pytest.raises(ValueError, match="'score' must be 'dot', 'general', 'additive' or a score module"):
         Seq2Seq(V, V, attention="luong", score="cosine")
     with pytest.raises(TypeError, match="'src' must be a int array"):
         m(xp.zeros((2, 3)), TGT_IN)
@@ -211,3 +208,61 @@ def test_bad_input_errors(rng):
         m.greedy_decode(SRC, SRC_LEN, max_len=0)
     with pytest.raises(ValueError, match="'ids' must lie in"):
         m(SRC + 20, TGT_IN, SRC_LEN)
+
+
+# ------------------------------------------------------------------ the step API and the new names
+@pytest.mark.parametrize("kw", ATTENTION_MODELS + [{"attention": "none", "cell": "lstm"}],
+                         ids=lambda kw: "-".join(map(str, kw.values())))
+def test_start_and_step_reproduce_teacher_forcing_step_by_step(kw):
+    """decoder.start + decoder.step (the API beam search builds on) give forward's logits, step by step,
+    and select_rows picks rows of the memory and state consistently."""
+    from npattention.seq2seq import select_rows
+
+    m = model(**kw)
+    logits, w = m(SRC, TGT_IN, SRC_LEN)
+    enc_out, state, mask = m._encode(SRC, SRC_LEN)
+    memory, state = m.decoder.start(enc_out, *state, src_mask=mask)
+    rows = xp.asarray([2, 0])
+    memory2, state2 = select_rows(memory, rows), select_rows(state, rows)
+    for t in range(TGT_IN.shape[1]):
+        step_logits, state, step_w = m.decoder.step(TGT_IN[:, t], state, memory)
+        np.testing.assert_allclose(to_numpy(step_logits), to_numpy(logits[:, t]), rtol=1e-12, atol=1e-13)
+        if w is not None:
+            np.testing.assert_allclose(to_numpy(step_w), to_numpy(w[:, t]), rtol=1e-12, atol=1e-14)
+        logits2, state2, _ = m.decoder.step(TGT_IN[rows, t], state2, memory2)
+        np.testing.assert_allclose(to_numpy(logits2), to_numpy(logits[rows, t]), rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match="'prev_tokens' must have shape"):
+        m.decoder.step(TGT_IN, state, memory)
+
+
+def test_old_names_still_work_and_mean_the_new_ones():
+    import npattention
+    from npattention.attention.attention import Attn, LocationAttention
+    from npattention.seq2seq import LocationDecoder, Note004Decoder
+
+    assert Attn is LocationAttention and Note004Decoder is LocationDecoder and npattention.Attn is Attn
+    for old, new in [({"attention": "luong", "score": "concat"}, {"attention": "luong", "score": "additive"}),
+                     ({"attention": "note004", "max_src_len": 8}, {"attention": "location", "max_src_len": 8})]:
+        a, b = model(**old), model(**new)
+        b.load_state_dict(a.state_dict())
+        np.testing.assert_array_equal(to_numpy(a(SRC, TGT_IN, SRC_LEN)[0]), to_numpy(b(SRC, TGT_IN, SRC_LEN)[0]))
+    assert model(attention="luong", score="concat").decoder.score_name == "additive"
+
+
+@pytest.mark.parametrize("kw", [{"attention": "bahdanau"}, {"attention": "luong", "score": "general"},
+                                {"attention": "luong", "score": "additive"}], ids=["bahdanau", "general", "additive"])
+def test_checkpoints_with_the_old_parameter_names_still_load(kw):
+    """Before the decoders reused the score modules their parameters were query_proj/key_proj/v
+    (additive) and score_proj, a Linear(H -> E) holding GeneralScore's W transposed."""
+    m = model(**kw)
+    state = m.state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith("decoder.score.")}
+    sc = m.decoder.score
+    if kw.get("score") == "general":
+        old["decoder.score_proj.weight"] = sc.weight.data.T.copy()
+    else:
+        old.update({"decoder.query_proj.weight": sc.W_q.data, "decoder.key_proj.weight": sc.W_k.data,
+                    "decoder.key_proj.bias": sc.bias.data, "decoder.v": sc.v.data})
+    fresh = model(**kw)
+    fresh.load_state_dict(old)
+    np.testing.assert_array_equal(to_numpy(fresh(SRC, TGT_IN, SRC_LEN)[0]), to_numpy(m(SRC, TGT_IN, SRC_LEN)[0]))

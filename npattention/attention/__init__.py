@@ -3,7 +3,7 @@
 * :mod:`.scores`   -- step 1, score functions ``(B, Tq, Dq), (B, Tk, Dk) -> (B, Tq, Tk)``
 * :mod:`.align`    -- step 2, soft (softmax) and hard alignment, REINFORCE
 * :mod:`.context`  -- step 3, the weighted sum of values
-* :mod:`.attention` -- ``Attention`` (the three steps composed) and note 004's ``Attn``
+* :mod:`.attention` -- ``Attention`` (the three steps composed) and ``LocationAttention`` (old name ``Attn``)
 * :mod:`.sdpa` -- ``scaled_dot_product_attention`` and its backward
 * :mod:`.multihead`, :mod:`.self_attention` -- multi-head, self, cross, causal, local
 * beyond 2017 (docs/modern_attention.md): :mod:`.rotary` (RoPE), :mod:`.alibi`, :mod:`.relative_bias`
@@ -11,7 +11,7 @@
   :mod:`.linear_attention`
 """
 from .align import HardAlign, Reinforce, SoftmaxAlign
-from .attention import Attention, Attn
+from .attention import Attention, Attn, LocationAttention
 from .context import Context
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from .multihead import MultiheadAttention
@@ -25,7 +25,7 @@ from .linear_attention import LinearAttention, linear_attention, linear_attentio
 
 __all__ = [
     "DotScore", "ScaledDotScore", "GeneralScore", "ConcatScore", "AdditiveScore", "CosineScore",
-    "SoftmaxAlign", "HardAlign", "Reinforce", "Context", "Attention", "Attn",
+    "SoftmaxAlign", "HardAlign", "Reinforce", "Context", "Attention", "LocationAttention", "Attn",
     "scaled_dot_product_attention", "scaled_dot_product_attention_backward",
     "MultiheadAttention", "SelfAttention", "CrossAttention", "CausalSelfAttention",
     "LocalSelfAttention", "band_mask",

@@ -17,7 +17,7 @@
     forward was the softmax and returns ``softmax_backward(dw, p)``.  Biased, but low
     variance and it plugs into ordinary backprop.
 
-Mask convention (``npattention.functional``): boolean, **True = masked out**.  Masked
+Mask convention (:mod:`npattention.masks`): boolean, **True = masked out**.  Masked
 keys get weight exactly 0 and are never chosen; a row whose keys are all masked gets
 all-zero weights and zero gradient (never NaN).
 """
@@ -45,6 +45,8 @@ class SoftmaxAlign(Module):
     forward(scores ``(..., Tq, Tk)``, mask=None) -> weights ``(..., Tq, Tk)``;
     backward(dweights) -> dscores.  ``temperature`` T < 1 sharpens, T > 1 flattens.
     Stable for large logits (e.g. +-1e4): the row maximum is subtracted first.
+
+    cache: ``weights`` (the softmax's gradient needs only its output).
     """
 
     def __init__(self, temperature=1.0):
@@ -52,14 +54,16 @@ class SoftmaxAlign(Module):
 
     def forward(self, scores, mask=None):
         check_scores_mask(scores, mask, "SoftmaxAlign")
-        weights = softmax(scores / self.temperature, axis=-1, mask=mask)
+        scaled = scores if self.temperature == 1.0 else scores / self.temperature
+        weights = softmax(scaled, axis=-1, mask=mask)
         self.cache = weights
         return weights
 
     def backward(self, grad_output):
         weights = self.cache
         # ds = w * (dw - sum_j w_j dw_j) / T; masked entries have w = 0 -> 0 gradient
-        return softmax_backward(grad_output, weights) / self.temperature
+        d_scaled = softmax_backward(grad_output, weights)
+        return d_scaled if self.temperature == 1.0 else d_scaled / self.temperature
 
     def extra_repr(self):
         return f"temperature={self.temperature}"

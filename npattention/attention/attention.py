@@ -2,8 +2,10 @@
 
 * :class:`Attention` composes any score module (``scores.py``), any align module
   (``align.py``, default :class:`SoftmaxAlign`) and the :class:`Context` step.
-* :class:`Attn` is the decoder attention of class note 004 (concat Q and K -> Linear ->
-  softmax -> bmm with V -> concat with Q -> Linear ``attn_combine``), batched.
+* :class:`LocationAttention` is the decoder attention of PyTorch's seq2seq tutorial (and
+  of the class notes): concat Q and K -> Linear -> one score per source *position* ->
+  softmax -> bmm with V -> concat with Q -> Linear ``attn_combine``, batched.  ``Attn``
+  is its old name (a deprecated alias, kept for one release).
 """
 from ..backend import xp
 from ..layers import Linear
@@ -80,8 +82,8 @@ class Attention(Module):
         return dquery, dkey, dvalue
 
 
-class Attn(Module):
-    """Note 004's decoder attention, batched.
+class LocationAttention(Module):
+    """Location-based decoder attention (PyTorch's seq2seq tutorial; ``Attn`` in the class notes), batched.
 
     Shapes (``B`` batch, ``Tq`` decoder steps, usually 1)::
 
@@ -106,12 +108,15 @@ class Attn(Module):
     ("location-based" attention), so V must have exactly ``value_size1`` rows.
 
     backward(doutput) -> ``(dQ, dK, dV)``; Q gets gradient from both concatenations.
+
+    cache: ``(attn_cache, align_cache, context_cache, combine_cache)``, its four pieces'
+    caches (CS231n's sandwich layers), so one call's cache can be kept and put back.
     """
 
     def __init__(self, query_size, key_size, value_size1, value_size2, output_size):
         for name, v in (("query_size", query_size), ("key_size", key_size), ("value_size1", value_size1),
                         ("value_size2", value_size2), ("output_size", output_size)):
-            check_positive_int(v, name, "Attn")
+            check_positive_int(v, name, "LocationAttention")
         self.query_size, self.key_size = query_size, key_size
         self.value_size1, self.value_size2, self.output_size = value_size1, value_size2, output_size
         self.attn = Linear(query_size + key_size, value_size1)  # step 1 (score)
@@ -122,9 +127,9 @@ class Attn(Module):
 
     def forward(self, Q, K, V, mask=None):
         dims = {}
-        check_array(Q, "Q", "Attn", shape=("B", "Tq", self.query_size), dims=dims)
-        check_array(K, "K", "Attn", shape=("B", "Tq", self.key_size), dims=dims)
-        check_array(V, "V", "Attn", shape=("B", self.value_size1, self.value_size2), dims=dims)
+        check_array(Q, "Q", "LocationAttention", shape=("B", "Tq", self.query_size), dims=dims)
+        check_array(K, "K", "LocationAttention", shape=("B", "Tq", self.key_size), dims=dims)
+        check_array(V, "V", "LocationAttention", shape=("B", self.value_size1, self.value_size2), dims=dims)
         # step 1: concat Q and K along features, one linear layer -> a score per position
         scores = self.attn(xp.concatenate([Q, K], axis=-1))  # (B, Tq, value_size1)
         weights = self.align_step(scores, mask=mask)  # softmax over the value_size1 positions
@@ -132,10 +137,12 @@ class Attn(Module):
         # step 2: concat Q with the attention result; step 3: linear layer to output_size
         output = self.attn_combine(xp.concatenate([Q, applied], axis=-1))
         self.weights = weights
+        self.cache = (self.attn.cache, self.align_step.cache, self.context_step.cache, self.attn_combine.cache)
         return output, weights
 
     def backward(self, grad_output):
         qs = self.query_size
+        (self.attn.cache, self.align_step.cache, self.context_step.cache, self.attn_combine.cache) = self.cache
         d_comb = self.attn_combine.backward(grad_output)  # (B, Tq, query_size + value_size2)
         dQ, d_applied = d_comb[..., :qs], d_comb[..., qs:]  # a concat's backward is a split
         dweights, dV = self.context_step.backward(d_applied)
@@ -148,3 +155,6 @@ class Attn(Module):
     def extra_repr(self):
         return (f"query_size={self.query_size}, key_size={self.key_size}, value_size1={self.value_size1}, "
                 f"value_size2={self.value_size2}, output_size={self.output_size}")
+
+
+Attn = LocationAttention  # deprecated alias (the class notes' name), kept for one release

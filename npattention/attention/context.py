@@ -11,10 +11,15 @@ weights ``(..., Tq, Tk)`` and values ``(..., Tk, Dv)`` -> context ``(..., Tq, Dv
 from ..backend import xp
 from ..module import Module
 from ..validate import check_array
+from .scores import transposed_matmul
 
 
 class Context(Module):
-    """``C = W V``.  forward(weights, values) -> context; backward(dC) -> (dW, dV)."""
+    """``C = W V``.  forward(weights ``(..., Tq, Tk)``, values ``(..., Tk, Dv)``) -> context
+    ``(..., Tq, Dv)``; backward(dC) -> ``(dW, dV)``.
+
+    cache: ``(weights, values)``.
+    """
 
     def forward(self, weights, values):
         check_array(weights, "weights", "Context", shape=(..., None, None))
@@ -31,4 +36,4 @@ class Context(Module):
     def backward(self, grad_output):
         weights, values = self.cache
         # C = W V  =>  dW = dC V^T (how much each weight moved each output),  dV = W^T dC
-        return grad_output @ xp.swapaxes(values, -1, -2), xp.swapaxes(weights, -1, -2) @ grad_output
+        return grad_output @ xp.swapaxes(values, -1, -2), transposed_matmul(weights, grad_output)

@@ -75,6 +75,9 @@ def positions_backward(pos, dq, dk, dbias, cache):
         cos_q, sin_q, cos_k, sin_k = cache                 # q' = q R_i  =>  dq = dq' R_i^T
         return apply_rotary_backward(dq, cos_q, sin_q), apply_rotary_backward(dk, cos_k, sin_k)
     if isinstance(pos, RelativePositionBias):
-        L, S = pos.cache.shape                             # the bias may have been broadcast over the
-        pos.backward(dbias.reshape(-1, pos.num_heads, L, S).sum(axis=0))   # batch, or split in groups                                # scores = ... + bias: dbias = dscores
+        # scores = ... + bias: dbias = dscores, summed over the batch (or the groups of GQA)
+        # that the (H, L, S) bias was broadcast on
+        L, S = pos.cache.shape
+        pos.backward(dbias.reshape(-1, pos.num_heads, L, S).sum(axis=0))
     return dq, dk
+

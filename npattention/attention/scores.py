@@ -14,12 +14,16 @@ class                    score ``s_ij``                               parameters
 :class:`DotScore`        ``q_i . k_j``                                none
 :class:`ScaledDotScore`  ``q_i . k_j / sqrt(d)``                      none
 :class:`GeneralScore`    ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
-:class:`ConcatScore`     ``w^T [q_i; k_j] + b`` (note 004, rule 1)    ``weight (1, Dq+Dk)``, ``bias (1,)``
-:class:`AdditiveScore`   ``v^T tanh(W_q q_i + W_k k_j)`` (rule 2,     ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
-                         Bahdanau)
+:class:`ConcatScore`     ``w^T [q_i; k_j] + b`` (a linear layer on    ``weight (1, Dq+Dk)``, ``bias (1,)``
+                         the concatenated pair)
+:class:`AdditiveScore`   ``v^T tanh(W_q q_i + W_k k_j)`` (Bahdanau;   ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
+                         Luong's "concat")
 :class:`CosineScore`     ``scale * cos(q_i, k_j)``                    none
 =======================  ===========================================  ===================
 
+"concat" names one formula here: :class:`ConcatScore`.  Luong et al. (2015) call the
+additive score "concat" (``v^T tanh(W [q; k])`` splits into ``W_q q + W_k k``); in this
+library that formula is :class:`AdditiveScore` (``LuongDecoder(score="additive")``).
 The maths of every backward is derived in ``docs/attention.md``.
 """
 from ..backend import get_rng, xp
@@ -44,12 +48,23 @@ def _check_query_key(query, key, where, query_dim=None, key_dim=None, same_dim=F
         )
 
 
-def _mT(a):
+def _batch_transpose(a):
     """Swap the last two axes (a batched transpose)."""
     return xp.swapaxes(a, -1, -2)
 
 
-def _rows(a):
+def transposed_matmul(a, b):
+    """``a^T b`` over the last two axes: ``(..., n, p), (..., n, q) -> (..., p, q)``.
+
+    With ``n = 1`` (one query row: a decoder step) the product is an outer product, which
+    broadcasting computes several times faster than a batched matmul of inner size 1.
+    """
+    if a.shape[-2] == 1 and b.shape[-2] == 1:
+        return _batch_transpose(a) * b
+    return _batch_transpose(a) @ b
+
+
+def _flatten_rows(a):
     """Flatten all axes but the last: ``(..., D) -> (N, D)`` (for parameter gradients)."""
     return a.reshape(-1, a.shape[-1])
 
@@ -63,12 +78,12 @@ class DotScore(Module):
     def forward(self, query, key):
         _check_query_key(query, key, type(self).__name__, same_dim=True)
         self.cache = (query, key)
-        return query @ _mT(key)
+        return query @ _batch_transpose(key)
 
     def backward(self, grad_output):
         query, key = self.cache
         # S = Q K^T  =>  dQ = dS K,  dK = dS^T Q
-        return grad_output @ key, _mT(grad_output) @ query
+        return grad_output @ key, transposed_matmul(grad_output, query)
 
 
 class ScaledDotScore(Module):
@@ -88,12 +103,12 @@ class ScaledDotScore(Module):
         _check_query_key(query, key, type(self).__name__, same_dim=True)
         scale = self.scale if self.scale is not None else 1.0 / query.shape[-1] ** 0.5
         self.cache = (query, key, scale)
-        return (query @ _mT(key)) * scale
+        return (query @ _batch_transpose(key)) * scale
 
     def backward(self, grad_output):
         query, key, scale = self.cache
         g = grad_output * scale  # the constant factor passes straight through
-        return g @ key, _mT(g) @ query
+        return g @ key, transposed_matmul(g, query)
 
     def extra_repr(self):
         return "scale=1/sqrt(d)" if self.scale is None else f"scale={self.scale}"
@@ -116,13 +131,13 @@ class GeneralScore(Module):
         _check_query_key(query, key, "GeneralScore", self.query_dim, self.key_dim)
         qw = query @ self.weight.data  # (..., Tq, Dk): the query mapped into key space
         self.cache = (query, key, qw)
-        return qw @ _mT(key)
+        return qw @ _batch_transpose(key)
 
     def backward(self, grad_output):
         query, key, qw = self.cache
         d_qw = grad_output @ key  # S = (QW) K^T
-        dkey = _mT(grad_output) @ qw
-        self.weight.grad += _rows(query).T @ _rows(d_qw)  # QW: dW = sum over rows q^T d(qw)
+        dkey = transposed_matmul(grad_output, qw)
+        self.weight.grad += _flatten_rows(query).T @ _flatten_rows(d_qw)  # QW: dW = sum over rows q^T d(qw)
         dquery = d_qw @ self.weight.data.T
         return dquery, dkey
 
@@ -131,7 +146,7 @@ class GeneralScore(Module):
 
 
 class ConcatScore(Module):
-    """Concat score (note 004, rule 1): ``s_ij = w^T [q_i; k_j] + b``.
+    """Concat score: ``s_ij = w^T [q_i; k_j] + b``, one linear layer on the concatenated pair.
 
     One linear layer ``(Dq + Dk) -> 1`` applied to every concatenated pair.  Because
     the layer is linear it splits as ``w = [w_q; w_k]``::
@@ -143,9 +158,10 @@ class ConcatScore(Module):
 
     Teaching point: the query term ``w_q . q_i`` is the same for every key j, and the
     softmax over keys is shift-invariant, so **after softmax the weights do not depend
-    on the query at all** (only on the keys).  This is why rule 2 puts a ``tanh``
-    between the linear layer and the sum (:class:`AdditiveScore`), and why note 004's
-    ``Attn`` instead maps ``[q; k]`` to one score *per position* (:class:`Attn`).
+    on the query at all** (only on the keys).  This is why the additive score puts a
+    ``tanh`` between the linear layer and the sum (:class:`AdditiveScore`), and why
+    :class:`~npattention.attention.attention.LocationAttention` instead maps ``[q; k]``
+    to one score *per source position*.
 
     ``weight``: ``(1, query_dim + key_dim)`` and ``bias``: ``(1,)``, laid out and
     initialised exactly like ``Linear(query_dim + key_dim, 1)``.
@@ -171,8 +187,8 @@ class ConcatScore(Module):
         w_q, w_k = self.weight.data[0, :self.query_dim], self.weight.data[0, self.query_dim:]
         dq_term = grad_output.sum(axis=-1)  # (..., Tq): q_i's term was broadcast over all j
         dk_term = grad_output.sum(axis=-2)  # (..., Tk): k_j's term was broadcast over all i
-        self.weight.grad[0, :self.query_dim] += dq_term.reshape(-1) @ _rows(query)
-        self.weight.grad[0, self.query_dim:] += dk_term.reshape(-1) @ _rows(key)
+        self.weight.grad[0, :self.query_dim] += dq_term.reshape(-1) @ _flatten_rows(query)
+        self.weight.grad[0, self.query_dim:] += dk_term.reshape(-1) @ _flatten_rows(key)
         self.bias.grad += grad_output.sum()
         return dq_term[..., None] * w_q, dk_term[..., None] * w_k
 
@@ -181,48 +197,76 @@ class ConcatScore(Module):
 
 
 class AdditiveScore(Module):
-    """Additive / perceptron score (note 004, rule 2; Bahdanau et al. 2015)::
+    """Additive / perceptron score (Bahdanau et al. 2015; Luong et al. call it "concat")::
 
-        s_ij = v^T tanh(W_q q_i + W_k k_j)
+        s_ij = v^T tanh(W_q q_i + W_k k_j)          (+ b inside the tanh with ``bias=True``)
 
+    A one-hidden-layer network on the pair: unlike :class:`ConcatScore` (the same
+    without the ``tanh``) the weights after softmax depend on the query.
     ``W_q``: ``(hidden_dim, query_dim)``, ``W_k``: ``(hidden_dim, key_dim)``, ``v``:
-    ``(hidden_dim,)``, no biases (as in d2l's ``AdditiveAttention``); initialised like
-    ``Linear`` layers.  The pairs are formed by broadcasting
+    ``(hidden_dim,)``; no biases by default (as in d2l's ``AdditiveAttention``),
+    ``bias=True`` adds ``bias (hidden_dim,)`` (the seq2seq decoders' layout).  Initialised
+    like ``Linear`` layers.  The pairs are formed by broadcasting
     ``(..., Tq, 1, H) + (..., 1, Tk, H) -> (..., Tq, Tk, H)``; memory grows as
     ``Tq * Tk * H`` (the price of the non-linearity).
+
+    A decoder scores the *same* keys with a new query at every step, so it projects them
+    once per sequence, ``kh = score.project_keys(key)``, and calls
+    ``score(query, kh, projected=True)`` at each step; backward then returns
+    ``(dquery, dkh)`` and ``score.project_keys_backward(dkh_summed_over_steps, key)`` finishes.
+
+    cache: ``(query, key, feat)``, ``feat = tanh(W_q q_i + W_k k_j) (..., Tq, Tk, H)``
+    (``key`` is ``None`` when the keys came projected).
     """
 
-    def __init__(self, query_dim, key_dim, hidden_dim):
+    def __init__(self, query_dim, key_dim, hidden_dim, bias=False):
         self.query_dim = check_positive_int(query_dim, "query_dim", "AdditiveScore")
         self.key_dim = check_positive_int(key_dim, "key_dim", "AdditiveScore")
         self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim", "AdditiveScore")
         rng = get_rng()
-        bq, bk, bv = query_dim ** -0.5, key_dim ** -0.5, hidden_dim ** -0.5
+        bq, bk, bv = 1.0 / query_dim ** 0.5, 1.0 / key_dim ** 0.5, 1.0 / hidden_dim ** 0.5  # as Linear
         self.W_q = Parameter(rng.uniform((hidden_dim, query_dim), -bq, bq))
         self.W_k = Parameter(rng.uniform((hidden_dim, key_dim), -bk, bk))
+        self.bias = Parameter(rng.uniform((hidden_dim,), -bk, bk)) if bias else None  # Linear(key_dim, H)'s bias
         self.v = Parameter(rng.uniform((hidden_dim,), -bv, bv))
 
-    def forward(self, query, key):
-        _check_query_key(query, key, "AdditiveScore", self.query_dim, self.key_dim)
+    def project_keys(self, key):
+        """``kh_j = W_k k_j (+ b)``: ``(..., Tk, key_dim) -> (..., Tk, hidden_dim)``."""
+        kh = key @ self.W_k.data.T
+        return kh + self.bias.data if self.bias is not None else kh
+
+    def project_keys_backward(self, d_kh, key):
+        """Backward of :meth:`project_keys`: adds ``dW_k`` (and ``db``), returns ``dkey``."""
+        self.W_k.grad += _flatten_rows(d_kh).T @ _flatten_rows(key)
+        if self.bias is not None:
+            self.bias.grad += _flatten_rows(d_kh).sum(axis=0)
+        return d_kh @ self.W_k.data
+
+    def forward(self, query, key, projected=False):
+        _check_query_key(query, key, "AdditiveScore", self.query_dim,
+                         self.hidden_dim if projected else self.key_dim)
         qh = query @ self.W_q.data.T  # (..., Tq, H)
-        kh = key @ self.W_k.data.T  # (..., Tk, H)
+        kh = key if projected else self.project_keys(key)  # (..., Tk, H)
         feat = xp.tanh(qh[..., :, None, :] + kh[..., None, :, :])  # (..., Tq, Tk, H)
-        self.cache = (query, key, feat)
+        self.cache = (query, None if projected else key, feat)
         return feat @ self.v.data  # (..., Tq, Tk)
 
     def backward(self, grad_output):
         query, key, feat = self.cache
-        self.v.grad += _rows(feat).T @ grad_output.reshape(-1)  # s = feat . v
+        self.v.grad += _flatten_rows(feat).T @ grad_output.reshape(-1)  # s = feat . v
         d_feat = grad_output[..., None] * self.v.data  # (..., Tq, Tk, H)
         d_pre = d_feat * (1.0 - feat * feat)  # tanh'(x) = 1 - tanh(x)^2
         d_qh = d_pre.sum(axis=-2)  # qh_i was broadcast over keys j
         d_kh = d_pre.sum(axis=-3)  # kh_j was broadcast over queries i
-        self.W_q.grad += _rows(d_qh).T @ _rows(query)
-        self.W_k.grad += _rows(d_kh).T @ _rows(key)
-        return d_qh @ self.W_q.data, d_kh @ self.W_k.data
+        self.W_q.grad += _flatten_rows(d_qh).T @ _flatten_rows(query)
+        dquery = d_qh @ self.W_q.data
+        if key is None:  # the keys came projected: their gradient goes back to the caller
+            return dquery, d_kh
+        return dquery, self.project_keys_backward(d_kh, key)
 
     def extra_repr(self):
-        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
+        bias = ", bias=True" if self.bias is not None else ""
+        return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}{bias}"
 
 
 def _unit(x, eps):
@@ -262,14 +306,14 @@ class CosineScore(Module):
         qu, qn = _unit(query, self.eps)
         ku, kn = _unit(key, self.eps)
         self.cache = (qu, qn, ku, kn)
-        return self.scale * (qu @ _mT(ku))
+        return self.scale * (qu @ _batch_transpose(ku))
 
     def backward(self, grad_output):
         qu, qn, ku, kn = self.cache
         g = grad_output * self.scale
         # S = Qu Ku^T, then back through each normalisation
         dquery = _unit_backward(g @ ku, qu, qn, self.eps)
-        dkey = _unit_backward(_mT(g) @ qu, ku, kn, self.eps)
+        dkey = _unit_backward(transposed_matmul(g, qu), ku, kn, self.eps)
         return dquery, dkey
 
     def extra_repr(self):

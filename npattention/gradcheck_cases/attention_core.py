@@ -3,7 +3,7 @@ scores.py, align.py, context.py, attention.py).  Each module: two or more shapes
 including a leading head axis and, where a mask applies, a masked case with an
 all-masked row."""
 from ..attention.align import SoftmaxAlign
-from ..attention.attention import Attention, Attn
+from ..attention.attention import Attention, LocationAttention
 from ..attention.context import Context
 from ..attention.scores import AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 from ..backend import xp
@@ -42,6 +42,9 @@ def _concat(rng):
 def _additive(rng):
     yield Case(AdditiveScore(4, 3, 5), _qk(rng, (2,), 3, 4, 4, 3), label="(2,3,4) x (2,4,3), H=5")
     yield Case(AdditiveScore(3, 3, 2), _qk(rng, (2, 2), 1, 3, 3, 3), label="heads, Tq=1, H=2")
+    yield Case(AdditiveScore(4, 3, 5, bias=True), _qk(rng, (2,), 3, 4, 4, 3), label="bias=True (decoder layout)")
+    yield Case(AdditiveScore(4, 3, 5, bias=True), _qk(rng, (2,), 1, 6, 4, 5), kwargs={"projected": True},
+               label="keys already projected (a decoder step): gradient of W_k k + b")
 
 
 @register("CosineScore")
@@ -86,11 +89,11 @@ def _attention(rng):
                label="heads, general, T=2")
 
 
-@register("Attn")
-def _attn(rng):
-    yield Case(Attn(4, 3, 5, 2, 3), (rng.normal((2, 1, 4)), rng.normal((2, 1, 3)), rng.normal((2, 5, 2))),
+@register("LocationAttention")
+def _location_attention(rng):
+    yield Case(LocationAttention(4, 3, 5, 2, 3), (rng.normal((2, 1, 4)), rng.normal((2, 1, 3)), rng.normal((2, 5, 2))),
                label="B=2, Tq=1 (note 004 layout)", options={"max_entries": 30})
     mask = xp.zeros((3, 1, 4), dtype=bool)
     mask[0, 0, 2:] = True
-    yield Case(Attn(2, 2, 4, 3, 2), (rng.normal((3, 2, 2)), rng.normal((3, 2, 2)), rng.normal((3, 4, 3))),
+    yield Case(LocationAttention(2, 2, 4, 3, 2), (rng.normal((3, 2, 2)), rng.normal((3, 2, 2)), rng.normal((3, 4, 3))),
                kwargs={"mask": mask}, label="B=3, Tq=2, padded source", options={"max_entries": 30})

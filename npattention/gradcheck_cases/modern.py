@@ -8,6 +8,7 @@ from ..attention.relative_bias import RelativePositionBias
 from ..attention.rotary import RotaryEmbedding
 from ..attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from ..backend import xp
+from ..gpt import GPT
 from ..gradcheck import Case, FunctionModule, register
 from ..masks import padding_mask
 from .multihead import _random_biases
@@ -95,3 +96,11 @@ def linear_attention_module_cases(rng):
                                                              rng.normal((2, 4, 6))),
                kwargs={"key_padding_mask": padding_mask(xp.asarray([4, 2]), 4)},
                label="bidirectional cross, padded keys", options={"max_entries": 30})
+
+
+@register("GPT (positional)")
+def gpt_positional_cases(rng):
+    idx = xp.asarray([[0, 5, 6, 4, 7], [5, 7, 7, 6, 4]], dtype=xp.int64)
+    for positional in ("rope", "alibi", "relative"):
+        yield Case(GPT(8, 6, n_layer=1, n_head=2, d_model=8, pad_idx=0, positional=positional), (idx,),
+                   label=f"positional={positional!r}, a padded row", options={"max_entries": 12, "eps": 1e-5})

@@ -7,7 +7,7 @@ terms, so the round-off of a smaller step would swamp the smallest gradients.
 from ..attention.scores import GeneralScore
 from ..backend import xp
 from ..gradcheck import Case, register
-from ..seq2seq import BahdanauDecoder, Encoder, LuongDecoder, Note004Decoder, PlainDecoder, Seq2Seq
+from ..seq2seq import BahdanauDecoder, Encoder, LocationDecoder, LuongDecoder, PlainDecoder, Seq2Seq
 
 V = 7  # vocabulary size of every case
 OPTS = {"eps": 1e-5}
@@ -43,17 +43,17 @@ def luong_cases(rng):
                kwargs={"src_mask": MASK}, label="dot score, GRU, masked source", options=OPTS)
     yield Case(LuongDecoder(V, 2, 3, 5, score="general", cell="lstm"), _decoder_inputs(rng, 5, 3, True),
                kwargs={"src_mask": MASK}, label="general score, LSTM", options=OPTS)
-    yield Case(LuongDecoder(V, 2, 3, 4, score="concat"), _decoder_inputs(rng, 4, 3, False),
-               label="concat score, GRU", options=OPTS)
+    yield Case(LuongDecoder(V, 2, 3, 4, score="additive"), _decoder_inputs(rng, 4, 3, False),
+               label="additive score (Luong's concat), GRU", options=OPTS)
     yield Case(LuongDecoder(V, 2, 3, 4, score=GeneralScore(3, 4)), _decoder_inputs(rng, 4, 3, False),
                kwargs={"src_mask": MASK}, label="attention-core GeneralScore plugged in", options=OPTS)
 
 
-@register("Note004Decoder")
-def note004_cases(rng):
-    yield Case(Note004Decoder(V, 3, 4, 5, max_len=6), _decoder_inputs(rng, 5, 4, False),
+@register("LocationDecoder")
+def location_cases(rng):
+    yield Case(LocationDecoder(V, 3, 4, 5, max_len=6), _decoder_inputs(rng, 5, 4, False),
                kwargs={"src_mask": MASK}, label="GRU, S=4 < max_len=6, masked", options=OPTS)
-    yield Case(Note004Decoder(V, 2, 3, 4, max_len=4, cell="lstm"), _decoder_inputs(rng, 4, 3, True),
+    yield Case(LocationDecoder(V, 2, 3, 4, max_len=4, cell="lstm"), _decoder_inputs(rng, 4, 3, True),
                label="LSTM, S = max_len", options=OPTS)
 
 
@@ -74,7 +74,7 @@ def seq2seq_cases(rng):
                (SRC, TGT_IN), kw, label="Luong general, LSTM", options=opts)
     yield Case(Seq2Seq(V, V, 2, 2, attention="none", cell="lstm", bidirectional=True), (SRC, TGT_IN), kw,
                label="no attention, bidirectional LSTM", options=opts)
-    yield Case(Seq2Seq(V, V, 2, 2, attention="luong", score="concat"), (SRC, TGT_IN), kw,
-               label="Luong concat, bidirectional GRU", options=opts)
-    yield Case(Seq2Seq(V, V, 2, 2, attention="note004", max_src_len=5), (SRC, TGT_IN), kw,
-               label="note 004 Attn, bidirectional GRU", options=opts)
+    yield Case(Seq2Seq(V, V, 2, 2, attention="luong", score="additive"), (SRC, TGT_IN), kw,
+               label="Luong additive, bidirectional GRU", options=opts)
+    yield Case(Seq2Seq(V, V, 2, 2, attention="location", max_src_len=5), (SRC, TGT_IN), kw,
+               label="location-based attention, bidirectional GRU", options=opts)
