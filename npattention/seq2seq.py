@@ -594,6 +594,7 @@ class Seq2Seq(Module):
     With a bidirectional encoder of size ``H`` the encoder outputs have ``E = 2H``; the
     decoder has ``hidden_size`` ``H_dec = 2H`` (so that Luong's dot score works) unless
     ``dec_hidden_size`` is given.
+    cache: none of its own (the encoder and the decoder keep theirs).
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau", score="dot",

@@ -28,7 +28,7 @@ A pair ``("abc", "cba")`` with vocabulary ids ``a=4, b=5, c=6`` becomes
 after reading ``tgt_in[:t + 1]``.  In a batch, rows are right-padded with ``<pad> = 0`` to
 the longest row of the batch; ``src_lengths`` and ``tgt_lengths`` count the real tokens
 *including* the ``<eos>`` (and, for ``tgt_in``, the ``<sos>``), so
-``functional.padding_mask(src_lengths, S)`` is True exactly at the padding.  A loss over
+``masks.padding_mask(src_lengths, S)`` is True exactly at the padding.  A loss over
 ``tgt_out`` should use ``ignore_index=Vocab.PAD``.
 
 Splits are deterministic: :func:`load_task` draws ``n_train + n_val + n_test`` *distinct*
