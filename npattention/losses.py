@@ -157,6 +157,7 @@ class MSELoss(Module):
     Backward returns only ``dL/dinput = 2 (input - target) / n * g`` (``n`` = number of
     entries for ``"mean"``, 1 otherwise): the target is treated as data, not as a
     differentiable input (for ``dL/dtarget`` negate the result).
+    cache: ``diff = input - target``.
     """
 
     def __init__(self, reduction="mean"):

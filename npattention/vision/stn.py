@@ -15,7 +15,7 @@ are the *alignment* (a tiny, local, differentiable attention over pixels) and th
 weighted sum of the four neighbours is the *context*.
 
 ``align_corners`` (the same meaning as in PyTorch's ``affine_grid`` / ``grid_sample``)
------------------------------------------------------------------------------------
+--------------------------------------------------------------------------------------
 * ``False`` (default): ``-1`` and ``+1`` are the **outer edges** of the border pixels, so
   pixel ``i`` of ``n`` has its centre at ``(2i + 1)/n - 1`` and a normalised coordinate
   ``u`` maps to pixel index ``((u + 1) n - 1)/2``.  Resolution-independent.
@@ -270,7 +270,10 @@ def grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bi
 
 # --------------------------------------------------------------------------- modules
 class AffineGrid(Module):
-    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``."""
+    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``.
+
+    cache: ``size``, the output grid's ``(B, 1, H, W)``.
+    """
 
     def __init__(self, height, width, align_corners=False):
         self.height = check_positive_int(height, "height", "AffineGrid")
@@ -325,6 +328,7 @@ class SpatialTransformer(Module):
 
     backward returns ``dL/dx`` along both paths: through the sampler (the pixels that were
     read) and through the localisation net (how moving the grid changes the loss).
+    cache: ``(x, h, grid)``: the input, the localisation net's output and the sampling grid.
     """
 
     def __init__(self, in_channels, height, width, hidden=32, align_corners=False, output_size=None):
