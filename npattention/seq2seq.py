@@ -461,7 +461,8 @@ class LocationDecoder(_Decoder):
 
     1. score   ``e = W_a [Q; K] + b_a``: one linear layer over the concatenation, one
        score per source *position* (so ``max_len`` = the longest source it can read)
-    2. align   ``a = softmax(e)`` (padding masked), 3. context ``c = a V``
+    2. align   ``a = softmax(e)`` (padding masked)
+    3. context ``c = a V``
     4. ``attn_combine``: ``u = W_u [Q; c] + b_u``; then ``x = relu(u)`` (the tutorial's
        choice) feeds the RNN: ``h_t = cell(x, h_{t-1})``; ``logits_t = W_o h_t + b_o``
 

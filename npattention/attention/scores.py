@@ -8,18 +8,18 @@ where ``...`` are leading axes shared by query and key (batch ``B``, heads ``h``
 ``backward(dscores)`` returns ``(dquery, dkey)`` and adds parameter gradients to
 ``.grad``.  ``Tq = 1`` (one decoder state per step, as in seq2seq) works like any other size.
 
-=====================  ===========================================  ===================
-class                  score ``s_ij``                               parameters
-=====================  ===========================================  ===================
-:class:`DotScore`      ``q_i . k_j``                                none
-:class:`ScaledDotScore` ``q_i . k_j / sqrt(d)``                     none
-:class:`GeneralScore`  ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
-:class:`ConcatScore`   ``w^T [q_i; k_j] + b`` (a linear layer on    ``weight (1, Dq+Dk)``, ``bias (1,)``
-                       the concatenated pair)
-:class:`AdditiveScore` ``v^T tanh(W_q q_i + W_k k_j)`` (Bahdanau;   ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
-                       Luong's "concat")
-:class:`CosineScore`   ``scale * cos(q_i, k_j)``                    none
-=====================  ===========================================  ===================
+=======================  ===========================================  ===================
+class                    score ``s_ij``                               parameters
+=======================  ===========================================  ===================
+:class:`DotScore`        ``q_i . k_j``                                none
+:class:`ScaledDotScore`  ``q_i . k_j / sqrt(d)``                      none
+:class:`GeneralScore`    ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
+:class:`ConcatScore`     ``w^T [q_i; k_j] + b`` (a linear layer on    ``weight (1, Dq+Dk)``, ``bias (1,)``
+                         the concatenated pair)
+:class:`AdditiveScore`   ``v^T tanh(W_q q_i + W_k k_j)`` (Bahdanau;   ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
+                         Luong's "concat")
+:class:`CosineScore`     ``scale * cos(q_i, k_j)``                    none
+=======================  ===========================================  ===================
 
 "concat" names one formula here: :class:`ConcatScore`.  Luong et al. (2015) call the
 additive score "concat" (``v^T tanh(W [q; k])`` splits into ``W_q q + W_k k``); in this

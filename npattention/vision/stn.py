@@ -15,7 +15,7 @@ are the *alignment* (a tiny, local, differentiable attention over pixels) and th
 weighted sum of the four neighbours is the *context*.
 
 ``align_corners`` (the same meaning as in PyTorch's ``affine_grid`` / ``grid_sample``)
------------------------------------------------------------------------------------
+--------------------------------------------------------------------------------------
 * ``False`` (default): ``-1`` and ``+1`` are the **outer edges** of the border pixels, so
   pixel ``i`` of ``n`` has its centre at ``(2i + 1)/n - 1`` and a normalised coordinate
   ``u`` maps to pixel index ``((u + 1) n - 1)/2``.  Resolution-independent.
