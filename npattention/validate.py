@@ -102,6 +102,8 @@ def check_mask(mask, name, where, target_shape):
                 "mask or bias is accepted" if kind == "f" else "convert it with mask.astype(bool)")
         raise TypeError(f"{where}: {name!r} must be a bool array (True = masked out), got dtype {mask.dtype}; {hint}")
     check_array(mask, name, where, dtype="bool")
+    if tuple(mask.shape) == tuple(target_shape):  # the common case, without the broadcast arithmetic
+        return mask
     try:
         fits = broadcast_shapes(tuple(mask.shape), tuple(target_shape)) == tuple(target_shape)
     except ValueError:
