@@ -461,7 +461,8 @@ class LocationDecoder(_Decoder):
 
     1. score   ``e = W_a [Q; K] + b_a``: one linear layer over the concatenation, one
        score per source *position* (so ``max_len`` = the longest source it can read)
-    2. align   ``a = softmax(e)`` (padding masked), 3. context ``c = a V``
+    2. align   ``a = softmax(e)`` (padding masked)
+    3. context ``c = a V``
     4. ``attn_combine``: ``u = W_u [Q; c] + b_u``; then ``x = relu(u)`` (the tutorial's
        choice) feeds the RNN: ``h_t = cell(x, h_{t-1})``; ``logits_t = W_o h_t + b_o``
 
@@ -593,6 +594,7 @@ class Seq2Seq(Module):
     With a bidirectional encoder of size ``H`` the encoder outputs have ``E = 2H``; the
     decoder has ``hidden_size`` ``H_dec = 2H`` (so that Luong's dot score works) unless
     ``dec_hidden_size`` is given.
+    cache: none of its own (the encoder and the decoder keep theirs).
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau", score="dot",
