@@ -85,6 +85,10 @@ MODULES = {
     "npattention.data.long_range": ("Look-back task", "multihead", "13"),
     "npattention.data.task_types": ("The three task types", "multihead", "13"),
     "npattention.data.retrieval": ("Retrieval task (hard attention)", "attention", "03"),
+    "npattention.attention.kernel_regression": ("Attention as kernel regression (Nadaraya-Watson)", "attention",
+                                                "14"),
+    "npattention.data.kernel_regression": ("Kernel regression data", "attention", "14"),
+    "npattention.data.speech": ("Speech-like frames (truncated attention)", "multihead", "13"),
 }
 
 # object's defining "module.name" -> (docs page[#anchor], notebook number or None)
