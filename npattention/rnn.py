@@ -257,10 +257,11 @@ class LSTMCell(_CellBase):
 
 
 # ====================================================================== layers
-def lengths_from(lengths, mask, B, T, where):
-    """Validate ``lengths (B,)`` ints in ``[1, T]`` (or derive them from a padding mask)."""
+def lengths_from(lengths, mask, B, T, where, name="lengths"):
+    """Validate ``lengths (B,)`` ints in ``[1, T]`` (or derive them from a padding mask);
+    ``name``: the caller's name for the lengths argument (e.g. ``"src_lengths"``)."""
     if lengths is not None and mask is not None:
-        raise ValueError(f"{where}: give 'lengths' or 'mask', not both")
+        raise ValueError(f"{where}: give {name!r} or 'mask', not both")
     if mask is not None:
         check_array(mask, "mask", where, shape=(B, T), dtype="bool")
         lengths = (~mask).sum(axis=1)
@@ -268,9 +269,9 @@ def lengths_from(lengths, mask, B, T, where):
             raise ValueError(f"{where}: 'mask' must mark padding at the END of each row (True = padding)")
     if lengths is None:
         return xp.full((B,), T, dtype=xp.int64)
-    check_array(lengths, "lengths", where, shape=(B,), dtype="int")
+    check_array(lengths, name, where, shape=(B,), dtype="int")
     if bool(xp.any((lengths < 1) | (lengths > T))):  # one read-back, not two
-        raise ValueError(f"{where}: 'lengths' must lie in [1, T={T}], got min {int(lengths.min())}, "
+        raise ValueError(f"{where}: {name!r} must lie in [1, T={T}], got min {int(lengths.min())}, "
                          f"max {int(lengths.max())}")
     return lengths
 

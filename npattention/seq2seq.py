@@ -87,12 +87,12 @@ class Encoder(Module):
                 self.bridge_c = Linear(D * hidden_size, self.dec_hidden_size)
 
     def forward(self, src, lengths=None):
-        check_array(src, "src", "Encoder", shape=("B", "S"), dtype="int")
+        check_array(src, "src", "Encoder", shape=("B", "S"), dtype="int")   # (S = 0 is refused there)
         x = self.embedding(src)  # (B, S, E)
         out, final = self.rnn(x, lengths=lengths)
         finals = final if self.cell == "lstm" else (final,)  # each (D, B, H)
         B = src.shape[0]
-        joined = [f.transpose(1, 0, 2).reshape(B, -1) for f in finals]  # (B, D*H): [fwd; bwd]
+        joined = [f.transpose(1, 0, 2).reshape(B, self.output_size) for f in finals]  # (B, D*H): [fwd; bwd]
         if not self.use_bridge:
             state = tuple(joined)
         else:
@@ -628,7 +628,7 @@ class Seq2Seq(Module):
     def _encode(self, src, src_lengths):
         check_array(src, "src", "Seq2Seq", shape=("B", "S"), dtype="int")
         B, S = src.shape
-        lengths = lengths_from(src_lengths, None, B, S, "Seq2Seq")
+        lengths = lengths_from(src_lengths, None, B, S, "Seq2Seq", name="src_lengths")
         enc_out, state = self.encoder(src, lengths)
         return enc_out, state, padding_mask(lengths, S)
 

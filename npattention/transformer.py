@@ -112,7 +112,7 @@ class TransformerEncoderLayer(Module):
         return dq + dk + dv  # z was used as query, key and value
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
-        check_array(src, "src", "TransformerEncoderLayer", shape=(None, None, self.d_model))
+        check_array(src, "src", "TransformerEncoderLayer", shape=(None, "S", self.d_model))
         x = src
         if self.norm_first:
             h = x + self.dropout1(self._self_attention_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal))
@@ -194,8 +194,8 @@ class TransformerDecoderLayer(Module):
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
         dims = {}
-        check_array(tgt, "tgt", "TransformerDecoderLayer", shape=("B", None, self.d_model), dims=dims)
-        check_array(memory, "memory", "TransformerDecoderLayer", shape=("B", None, self.d_model), dims=dims)
+        check_array(tgt, "tgt", "TransformerDecoderLayer", shape=("B", "T", self.d_model), dims=dims)
+        check_array(memory, "memory", "TransformerDecoderLayer", shape=("B", "S", self.d_model), dims=dims)
         x, m = tgt, memory
         sa = (tgt_mask, tgt_key_padding_mask, tgt_is_causal)
         ca = (memory_mask, memory_key_padding_mask, memory_is_causal)
@@ -406,8 +406,8 @@ class Transformer(Module):
 
     def forward(self, src, tgt, src_key_padding_mask=None, tgt_key_padding_mask=None):
         dims = {}
-        check_array(src, "src", "Transformer", shape=("B", None), dtype="int", dims=dims)
-        check_array(tgt, "tgt", "Transformer", shape=("B", None), dtype="int", dims=dims)
+        check_array(src, "src", "Transformer", shape=("B", "S"), dtype="int", dims=dims)
+        check_array(tgt, "tgt", "Transformer", shape=("B", "T"), dtype="int", dims=dims)
         src_key_padding_mask = self._padding(src, src_key_padding_mask, "src_key_padding_mask")
         memory = self.encode(src, src_key_padding_mask)
         return self.decode(tgt, memory, memory_key_padding_mask=src_key_padding_mask,

@@ -261,7 +261,8 @@ class AdditiveScore(Module):
         d_feat = grad_output[..., None] * self.v.data  # (..., Tq, Tk, H)
         d_pre = d_feat * (1.0 - feat * feat)  # tanh'(x) = 1 - tanh(x)^2
         d_qh = d_pre.sum(axis=-2)  # qh_i was broadcast over keys j
-        d_kh = d_pre.sum(axis=-3)  # kh_j was broadcast over queries i
+        # kh_j was broadcast over queries i (one query, as in a decoder step: nothing to sum)
+        d_kh = d_pre[..., 0, :, :] if d_pre.shape[-3] == 1 else d_pre.sum(axis=-3)
         self.W_q.grad += _flatten_rows(d_qh).T @ _flatten_rows(query)
         dquery = d_qh @ self.W_q.data
         if key is None:  # the keys came projected: their gradient goes back to the caller

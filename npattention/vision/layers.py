@@ -508,7 +508,10 @@ class Flatten(Module):
             raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} "
                              f"for an input of rank {nd}")
         self.cache = x.shape
-        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
+        merged = 1
+        for n in x.shape[s:e + 1]:
+            merged *= n       # (not -1: an empty batch, B = 0, must reshape too)
+        return x.reshape(x.shape[:s] + (merged,) + x.shape[e + 1:])
 
     def backward(self, grad_output):
         return grad_output.reshape(self.cache)

@@ -39,7 +39,7 @@ def _check_size(size, where):
         size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
         raise TypeError(f"{where}: 'size' must be a tuple (B, C, H, W) of ints, got {size!r}") from None
-    if len(size) != 4 or min(size) <= 0:
+    if len(size) != 4 or min(size[1:]) <= 0 or size[0] < 0:   # B = 0 (an empty batch) is fine
         raise ValueError(f"{where}: 'size' must be (B, C, H, W) with 4 positive ints "
                          f"(only 2-D affine grids are supported), got {size}")
     return size
@@ -353,7 +353,7 @@ class SpatialTransformer(Module):
 
         It runs the layers' forward passes (and so replaces their caches): call
         :meth:`forward` again before a :meth:`backward`."""
-        h = xp.tanh(self.fc1(x.reshape(x.shape[0], -1)))
+        h = xp.tanh(self.fc1(x.reshape(x.shape[0], self.fc1.in_features)))   # (B = 0 works too)
         return self.fc2(h).reshape(-1, 2, 3), h
 
     def forward(self, x):
