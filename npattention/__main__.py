@@ -11,6 +11,7 @@ DEMOS = {
     "vision": "npattention.demos.vision",
     "stn": "npattention.demos.stn",
     "gpt": "npattention.demos.gpt",
+    "length": "npattention.demos.length_generalisation",
 }
 DEFAULT_DEMO = "transformer"
 

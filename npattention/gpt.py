@@ -15,7 +15,9 @@ that cannot look ahead.  Training is next-token prediction: ``logits[:, t]`` pre
 ``idx[:, t + 1]``, all ``T`` positions in one pass thanks to the causal mask.
 
 Positions are learned (``P``, an :class:`Embedding` of ``block_size`` rows) by default;
-``positional="sinusoidal"`` adds the fixed table instead, and ``"rope"``, ``"alibi"``,
+``positional="sinusoidal"`` adds the fixed table instead (scaled to the token embeddings'
+initial size, RMS 0.02 per entry: at full size, amplitude 1, it would swamp the 0.02-sized
+tokens -- the 2017 model multiplies the tokens by ``sqrt(d)`` instead), and ``"rope"``, ``"alibi"``,
 ``"relative"`` put the positions inside every attention layer (nothing is added to the
 tokens; npattention/attention/positions.py), ``"none"`` uses no position code at all (the
 causal mask alone; a baseline).  With a
@@ -45,6 +47,8 @@ from .transformer import TransformerEncoderLayer
 from .validate import check_array, check_positive_int, check_probability
 
 __all__ = ["GPT"]
+
+_SINUSOIDAL_SCALE = 0.02 * math.sqrt(2.0)   # the sinusoidal table's RMS per entry is 1/sqrt(2): -> 0.02
 
 
 class GPT(Module):
@@ -142,7 +146,7 @@ class GPT(Module):
         if self.wpe is not None:
             return self.wpe.weight.data[pos]
         if self.positional == "sinusoidal":
-            return self.pe[pos].astype(self.wte.weight.data.dtype)
+            return (self.pe[pos] * _SINUSOIDAL_SCALE).astype(self.wte.weight.data.dtype)
         return 0.0
 
     def head(self, h):

@@ -3,6 +3,7 @@
 * :mod:`.sequences` -- character sequence tasks (copy, reverse, sort, dates), ``Vocab``, batching
 * :mod:`.spiral`    -- the 2-D spiral classification problem
 * :mod:`.glyphs`    -- glyph images on cluttered backgrounds (vision, spatial transformer)
+* :mod:`.periodic`  -- sequences repeating a random block (position codes, length generalisation)
 
 New toy tasks get their own module here.
 """
