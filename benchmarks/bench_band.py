@@ -31,6 +31,7 @@ def parse(argv):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dim", type=int, default=64, help="head size D")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1; set before NumPy loads)")
     p.add_argument("--quick", action="store_true", help="T = 256, 512 and one repeat (a smoke run)")
     p.add_argument("--plot", default=None, help="save a time / memory figure to this PNG")
     args = p.parse_args(argv)
@@ -67,7 +68,8 @@ def run(args):
     rows = []
     w = args.window
     print(f"band attention vs masked full attention, window w={w}, H={args.heads}, D={args.dim}, float32, "
-          f"forward + backward; best of {args.repeat}; peak memory by tracemalloc")
+          f"forward + backward; best of {args.repeat}; peak memory by tracemalloc; "
+          f"{os.environ.get('OPENBLAS_NUM_THREADS')} BLAS thread(s)")
     print(f"{'T':>6} {'full ms':>9} {'band ms':>9} {'time ratio':>10} {'full MiB':>9} {'band MiB':>9} "
           f"{'mem ratio':>9}  max |diff|")
     for T in args.T:
@@ -122,6 +124,8 @@ def plot(rows, path, window):
 
 def main(argv=None):
     args = parse(argv)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))      # before the first NumPy import
     rows = run(args)
     last = rows[-1]
     print(f"at T={last[0]}: band is {last[1] / last[2]:.1f}x faster and uses {last[3] / last[4]:.1f}x less peak "

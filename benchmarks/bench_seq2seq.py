@@ -2,8 +2,8 @@
 
     python benchmarks/bench_seq2seq.py [--fast] [--epochs 3] [--out DIR]
 
-Part 1 (dates): Bahdanau, Luong (dot) and no attention (and, with ``--note004``, note
-004's location-based ``Attn`` decoder), each trained for the same
+Part 1 (dates): Bahdanau, Luong (dot) and no attention (and, with ``--note004``, the
+location-based decoder, the notes' ``Attn``), each trained for the same
 number of epochs on the same dates with the same sizes; held-out exact match, training
 time and the ratio to the baseline; accuracy by source length.
 
@@ -86,7 +86,7 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="small data, one epoch (a smoke test)")
     parser.add_argument("--epochs", type=int, default=None, help="default 3 (1 with --fast)")
     parser.add_argument("--max-len", type=int, default=24, help="longest string of the reverse task")
-    parser.add_argument("--note004", action="store_true", help="also train note 004's Attn decoder")
+    parser.add_argument("--note004", action="store_true", help="also train the location-based decoder (the notes' Attn)")
     parser.add_argument("--out", default=os.path.join("npattention-output", "bench_seq2seq"))
     args = parser.parse_args(argv)
     epochs = args.epochs or (1 if args.fast else 3)

@@ -23,7 +23,7 @@ from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .seq2seq import (BahdanauDecoder, Encoder, LocationDecoder, LuongDecoder, Note004Decoder, PlainDecoder,
                       Seq2Seq)
 from .train import fit
-from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
+from .vision import (CBAM, ECA, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
                      PixelAttention, SEBasicBlock, SEBlock, SEInception, SelfAttention2d, SpatialTransformer,
                      affine_grid, grid_sample)
 from .transformer import (PositionwiseFeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,

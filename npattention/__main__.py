@@ -10,6 +10,7 @@ DEMOS = {
     "seq2seq": "npattention.demos.seq2seq",
     "vision": "npattention.demos.vision",
     "stn": "npattention.demos.stn",
+    "why": "npattention.demos.why_self_attention",
     "gpt": "npattention.demos.gpt",
     "length": "npattention.demos.length_generalisation",
 }

@@ -152,6 +152,17 @@ def add_at(target, indices, values):
     return target
 
 
+def sum_to_shape(grad, shape):
+    """The adjoint of broadcasting: sum ``grad`` back to the ``shape`` an input had before it
+    was broadcast (over the leading axes it gained and the axes where it had size 1)."""
+    shape = tuple(shape)
+    if tuple(grad.shape) == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
 # ---------------------------------------------------------------- random numbers
 class Generator:
     """A seeded random generator giving the *same numbers on both backends*.

@@ -24,12 +24,23 @@ from .module import Module
 
 @dataclass
 class TensorReport:
+    """One checked tensor.  ``worst_index``, ``worst_analytic``, ``worst_numerical``: the entry
+    farthest beyond the pass test ``|a - n| <= atol + rtol * |n|`` (for a FAIL row: where it failed)."""
+
     name: str
     shape: tuple
     checked: int
     max_abs_error: float
     max_rel_error: float
     passed: bool
+    worst_index: tuple = ()
+    worst_analytic: float = 0.0
+    worst_numerical: float = 0.0
+
+    def worst_entry(self):
+        """``"(i, j): analytic 0.1234 vs numerical 0.1250"``."""
+        index = "(" + ", ".join(str(i) for i in self.worst_index) + ("," if len(self.worst_index) == 1 else "") + ")"
+        return f"{index}: analytic {self.worst_analytic:.6g} vs numerical {self.worst_numerical:.6g}"
 
 
 @dataclass
@@ -51,12 +62,13 @@ class GradcheckReport:
         return self.passed
 
     def __str__(self):
-        head = f"{'tensor':<28} {'shape':<18} {'checked':>7} {'max abs err':>12} {'max rel err':>12}  verdict"
+        head = (f"{'tensor':<28} {'shape':<18} {'checked':>7} {'max abs err':>12} {'max rel err':>12}  verdict"
+                f"  worst entry")
         lines = [f"gradcheck: {self.title}", head, "-" * len(head)]
         for r in self.rows:
             lines.append(
                 f"{r.name:<28} {str(r.shape):<18} {r.checked:>7} {r.max_abs_error:>12.2e} "
-                f"{r.max_rel_error:>12.2e}  {'ok' if r.passed else 'FAIL'}"
+                f"{r.max_rel_error:>12.2e}  {'ok  ' if r.passed else 'FAIL'}     {r.worst_entry()}"
             )
         lines.append(f"overall: {'PASS' if self.passed else 'FAIL'} (worst relative error {self.worst_rel_error:.2e})")
         return "\n".join(lines)
@@ -150,6 +162,7 @@ def _check_tensor(name, array, grad, f, eps, rtol, atol, max_entries, pick):
     abs_err = rel_err = 0.0
     passed = True
     checked = 0
+    worst = (-1.0, (), 0.0, 0.0)  # (err / allowed err, index, analytic, numerical)
     for j in entries:
         idx = _unravel(int(j), array.shape)  # works on any view
         old = float(array[idx])
@@ -165,9 +178,14 @@ def _check_tensor(name, array, grad, f, eps, rtol, atol, max_entries, pick):
         abs_err = max(abs_err, err)
         if scale > atol:
             rel_err = max(rel_err, err / scale)
-        passed &= err <= atol + rtol * abs(numeric)
+        allowed = atol + rtol * abs(numeric)
+        passed &= err <= allowed
+        if err / allowed > worst[0]:
+            worst = (err / allowed, idx, a, numeric)
         checked += 1
-    return TensorReport(name, tuple(array.shape), checked, abs_err, rel_err, bool(passed))
+    _, index, a, numeric = worst
+    return TensorReport(name, tuple(array.shape), checked, abs_err, rel_err, bool(passed),
+                        tuple(int(i) for i in index), a, numeric)
 
 
 def _unravel(j, shape):

@@ -25,6 +25,24 @@ from .module import Module, Parameter
 from .validate import check_array, check_positive_int, check_probability
 
 
+def sigmoid(x):
+    """The logistic function ``1 / (1 + exp(-x))`` without overflow: from ``e = exp(-|x|) <= 1``
+    it is ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0`` (full relative
+    precision even for ``x = -30``).  Used by :class:`Sigmoid`, :class:`SiLU`, the RNN gates and
+    the vision gates."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def xavier_uniform(shape, dtype=None):
+    """Glorot/Xavier initialisation of a ``(fan_out, fan_in)`` weight, ``U(-a, a)`` with
+    ``a = sqrt(6 / (fan_in + fan_out))``: the variance of activations and of gradients stays about
+    the same from layer to layer (``torch.nn.init.xavier_uniform_``)."""
+    fan_out, fan_in = shape
+    bound = math.sqrt(6.0 / (fan_out + fan_in))
+    return get_rng().uniform(tuple(shape), -bound, bound, dtype=dtype)
+
+
 class Linear(Module):
     """``y = x W^T + b``.  ``x``: ``(..., in_features)`` -> ``y``: ``(..., out_features)``.
 
@@ -49,11 +67,11 @@ class Linear(Module):
     def backward(self, grad_output):
         x = self.cache
         # Flatten the leading axes so each parameter gradient is one matrix product.
-        g2 = grad_output.reshape(-1, self.out_features)
-        x2 = x.reshape(-1, self.in_features)
-        self.weight.grad += g2.T @ x2  # dL/dW = sum over rows of g x^T
+        grad_rows = grad_output.reshape(-1, self.out_features)
+        x_rows = x.reshape(-1, self.in_features)
+        self.weight.grad += grad_rows.T @ x_rows  # dL/dW = sum over rows of g x^T
         if self.bias is not None:
-            self.bias.grad += g2.sum(axis=0)
+            self.bias.grad += grad_rows.sum(axis=0)
         return grad_output @ self.weight.data  # dL/dx = g W
 
     def extra_repr(self):
@@ -128,6 +146,10 @@ class LayerNorm(Module):
     ``gamma`` (``weight``, ones) and ``beta`` (``bias``, zeros) have shape ``(D,)``; with
     ``elementwise_affine=False`` there are none, with ``bias=False`` there is no ``beta``.
     Only the last axis can be normalised: ``normalized_shape`` is ``D`` or ``(D,)``.
+
+    cache: ``(xhat, rstd)``, ``rstd = 1 / sqrt(var + eps)`` ``(..., 1)``.  llm.c keeps only ``mean``
+    and ``rstd`` and recomputes ``xhat``; we keep ``xhat`` (one more array the size of ``x``) because
+    both ``dgamma`` and ``dx`` read it, and it saves recomputing it in every backward.
     """
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
@@ -165,15 +187,15 @@ class LayerNorm(Module):
             self.bias.grad += grad_output.sum(axis=lead)  # dL/dbeta = sum_rows g
         if self.weight is not None:
             self.weight.grad += (grad_output * xhat).sum(axis=lead)  # dL/dgamma = sum_rows g*xhat
-            gx = grad_output * self.weight.data  # dL/dxhat
+            d_xhat = grad_output * self.weight.data  # dL/dxhat
         else:
-            gx = grad_output
+            d_xhat = grad_output
         # The compact form (docs/layers.md): mu and var depend on every x_j of the row, which
         # gives the two mean terms; each removes one direction (the mean, the xhat direction).
-        # dL/dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat))
-        mean_g = gx.sum(axis=-1, keepdims=True) / D
-        mean_gx = (gx * xhat).sum(axis=-1, keepdims=True) / D
-        return rstd * (gx - mean_g - xhat * mean_gx)
+        # dL/dx = rstd * (d_xhat - mean(d_xhat) - xhat * mean(d_xhat * xhat))
+        mean_d_xhat = d_xhat.sum(axis=-1, keepdims=True) / D
+        mean_d_xhat_xhat = (d_xhat * xhat).sum(axis=-1, keepdims=True) / D
+        return rstd * (d_xhat - mean_d_xhat - xhat * mean_d_xhat_xhat)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -244,19 +266,20 @@ def erf(x, terms=100):
 class GELU(Module):
     """Gaussian error linear unit ``y = x Phi(x)``, ``Phi`` the standard normal CDF.
 
-    ``approximate="tanh"`` (the default here; PyTorch's default is ``"none"``): NumPy has
-    no ``erf``, so we use the tanh approximation of BERT/GPT-2,
-    ``y = 0.5 x (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``, which differs from
-    the exact GELU by at most 4.7e-4 (near x = -2.7).  ``approximate="none"``: the exact
-    ``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` with :func:`erf` implemented here (a 100-term
-    series, about 60x slower than the tanh form: 15 ms vs 0.25 ms for a 256 x 1024 array).
+    As ``torch.nn.GELU``: ``approximate="none"`` (the default) is the exact
+    ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``, with :func:`erf` implemented here (NumPy has
+    none: a 100-term series, about 60x slower than the tanh form, 15 ms vs 0.25 ms for a
+    256 x 1024 array).  ``approximate="tanh"``: the approximation of BERT/GPT-2,
+    ``y = 0.5 x (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``, within 4.7e-4 of
+    the exact GELU (near x = -2.7).  In the Transformer layers ``activation="gelu"`` is the
+    exact form and ``activation="gelu_tanh"`` the approximation.
     Backward: tanh form ``0.5 (1 + t) + 0.5 x (1 - t^2) du/dx``; exact ``Phi(x) + x phi(x)``.
     """
 
     _C = math.sqrt(2.0 / math.pi)
     _A = 0.044715
 
-    def __init__(self, approximate="tanh"):
+    def __init__(self, approximate="none"):
         if approximate not in ("tanh", "none"):
             raise ValueError(f"GELU: 'approximate' must be 'tanh' or 'none', got {approximate!r}")
         self.approximate = approximate
@@ -298,16 +321,14 @@ class Tanh(Module):
 
 
 class Sigmoid(Module):
-    """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)`` (only the output is cached).
+    """``y = 1 / (1 + exp(-x))`` (computed by :func:`sigmoid`, without overflow); ``dy/dx = y (1 - y)``.
 
-    Computed from ``e = exp(-|x|) <= 1`` as ``1/(1+e)`` for ``x >= 0`` and ``e/(1+e)`` for
-    ``x < 0``: no overflow, and full relative precision even for ``x = -30``.
+    cache: ``y`` (the derivative needs only the output).
     """
 
     def forward(self, x):
         check_array(x, "x", "Sigmoid")
-        e = xp.exp(-xp.abs(x))
-        y = xp.where(x >= 0, 1.0, e) / (1.0 + e)
+        y = sigmoid(x)
         self.cache = y
         return y
 
@@ -380,13 +401,12 @@ class SiLU(Module):
 
     Backward (product rule, ``s = sigmoid(x)``, ``s' = s (1 - s)``):
     ``dy/dx = s + x s (1 - s) = s (1 + x (1 - s))``.  cache: ``(x, s)``.
-    The sigmoid is computed overflow-free as in :class:`Sigmoid`.
+    The sigmoid is :func:`sigmoid` (overflow-free).
     """
 
     def forward(self, x):
         check_array(x, "x", "SiLU")
-        e = xp.exp(-xp.abs(x))
-        s = xp.where(x >= 0, 1.0, e) / (1.0 + e)
+        s = sigmoid(x)
         self.cache = (x, s)
         return x * s
 

@@ -26,6 +26,12 @@ def _grad_or_one(grad_output, shape, dtype):
     return xp.broadcast_to(xp.asarray(grad_output, dtype=dtype), shape)
 
 
+def _nonzero(denominator, dtype):
+    """The mean's denominator, with 0 replaced by 1 (an all-ignored batch has loss 0, not 0/0)."""
+    d = xp.asarray(denominator).astype(dtype)
+    return xp.where(d == 0, 1, d).astype(dtype)
+
+
 class CrossEntropyLoss(Module):
     """Cross-entropy of logits against integer class targets, with label smoothing.
 
@@ -44,13 +50,22 @@ class CrossEntropyLoss(Module):
     ``"none"``: the per-row losses, shape of ``target``.
 
     Backward: ``dL/dinput = g * (p - q)`` on non-ignored rows (``g`` = ``grad_output``,
-    divided by the count for ``"mean"``).  Class weights (PyTorch's ``weight``) are not
-    supported.
+    divided by the count for ``"mean"``).
+
+    Class weights ``weight`` ``(V,)`` (a buffer), exactly as PyTorch: each row's loss is
+    ``l = (1 - eps) w_y (-log p_y) + (eps / V) sum_c w_c (-log p_c)``, and ``"mean"``
+    divides the sum by ``sum_n w_{y_n}`` over the non-ignored rows (a weighted mean), not
+    by their count.  Its gradient is ``p ((1 - eps) w_y + eps sum(w) / V) - ((1 - eps) w_y
+    onehot(y) + eps w / V)``, which is ``p - q`` when every ``w_c = 1``.
+    cache: ``(logp, y_safe, valid, denominator, input shape)``.
     """
 
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         if weight is not None:
-            raise NotImplementedError("CrossEntropyLoss: class weights ('weight') are not supported; pass weight=None")
+            check_array(weight, "weight", "CrossEntropyLoss", shape=(None,))
+            self.register_buffer("weight", weight.copy())
+        else:
+            self.weight = None
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
             raise TypeError(f"CrossEntropyLoss: 'ignore_index' must be an int, got {ignore_index!r}")
         if not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool) \
@@ -70,6 +85,9 @@ class CrossEntropyLoss(Module):
             raise ValueError(f"{where}: 'target' must have the logits' shape without the class axis "
                              f"{tuple(input.shape[:-1])}, got {tuple(target.shape)}")
         V = input.shape[-1]
+        w = self.weight
+        if w is not None and w.shape[0] != V:
+            raise ValueError(f"{where}: 'weight' has {w.shape[0]} entries but the logits have V={V} classes")
         logits = input.reshape(-1, V)  # (N, V)
         y = target.reshape(-1)  # (N,)
         valid = y != self.ignore_index  # (N,) rows that count
@@ -81,36 +99,53 @@ class CrossEntropyLoss(Module):
         logp = log_softmax(logits, axis=-1)  # (N, V), stable for large logits
         nll = -xp.take_along_axis(logp, y_safe[:, None], axis=-1)[:, 0]  # -log p_y
         eps = self.label_smoothing
-        per_row = (1.0 - eps) * nll + eps * (-logp.mean(axis=-1)) if eps else nll
+        if w is None:
+            per_row = (1.0 - eps) * nll + eps * (-logp.mean(axis=-1)) if eps else nll
+            denom = valid.sum()                          # mean: over the non-ignored rows
+        else:
+            w = w.astype(logp.dtype)
+            w_y = w[y_safe]                              # (N,) the weight of each row's class
+            per_row = (1.0 - eps) * w_y * nll
+            if eps:
+                per_row = per_row + (eps / V) * (-(logp @ w))   # (eps / V) sum_c w_c (-log p_c)
+            denom = (w_y * valid).sum()                  # mean: a weighted mean, as PyTorch
         per_row = per_row * valid  # ignored rows contribute exactly 0
-        count = valid.sum()
-        self.cache = (logp, y_safe, valid, count, tuple(input.shape))
+        self.cache = (logp, y_safe, valid, denom, tuple(input.shape))
         if self.reduction == "none":
             return per_row.reshape(target.shape)
         total = per_row.sum()
         if self.reduction == "sum":
             return total
-        return total / xp.maximum(count, 1).astype(total.dtype)  # all ignored -> 0, not 0/0
+        return total / _nonzero(denom, total.dtype)  # all ignored -> 0, not 0/0
 
     def backward(self, grad_output=None):
-        logp, y_safe, valid, count, input_shape = self.cache
+        logp, y_safe, valid, count, input_shape = self.cache   # count: the mean's denominator
         V = logp.shape[-1]
         if self.reduction == "none":  # one upstream value per row
             g = _grad_or_one(grad_output, input_shape[:-1], logp.dtype).reshape(-1)
         else:  # one upstream value for the whole loss
             g = _grad_or_one(grad_output, (), logp.dtype)
         if self.reduction == "mean":
-            g = g / xp.maximum(count, 1).astype(logp.dtype)
+            g = g / _nonzero(count, logp.dtype)
         # q = (1 - eps) onehot(y) + eps / V, and dl/dlogits = softmax - q for each row
         eps = self.label_smoothing
         onehot = xp.arange(V)[None, :] == y_safe[:, None]  # (N, V)
-        q = ((1.0 - eps) * onehot + eps / V).astype(logp.dtype)  # keep float32 (mixed dtypes leave BLAS)
         row_scale = (g * valid)[:, None]  # (N, 1); ignored rows get 0
-        grad = (xp.exp(logp) - q) * row_scale  # exp(logp) = softmax(input)
+        if self.weight is None:
+            q = ((1.0 - eps) * onehot + eps / V).astype(logp.dtype)  # keep float32 (mixed dtypes leave BLAS)
+            grad = (xp.exp(logp) - q) * row_scale  # exp(logp) = softmax(input)
+            return grad.reshape(input_shape)
+        # weighted: l = (1-eps) w_y (-log p_y) + (eps/V) sum_c w_c (-log p_c), and d(-log p_c)/dz = p - e_c
+        w = self.weight.astype(logp.dtype)
+        w_y = w[y_safe][:, None]                                   # (N, 1)
+        p_scale = (1.0 - eps) * w_y + (eps / V) * w.sum()          # (N, 1) the coefficient of p
+        target_part = ((1.0 - eps) * w_y * onehot + (eps / V) * w[None, :]).astype(logp.dtype)
+        grad = (xp.exp(logp) * p_scale - target_part) * row_scale
         return grad.reshape(input_shape)
 
     def extra_repr(self):
-        return (f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+        return (("weight=(V,), " if self.weight is not None else "")
+                + f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
                 f"label_smoothing={self.label_smoothing}")
 
 

@@ -184,11 +184,17 @@ class Module:
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = xp.zeros_like(p.data)
-        for _, m, name in self.named_buffers():
-            b = getattr(m, name)
-            if is_array(b) and b.dtype.kind == "f":
-                setattr(m, name, b.astype(dtype))
+        for m in self.modules():
+            m._cast_buffers(dtype)
         return self
+
+    def _cast_buffers(self, dtype):
+        """Cast this module's own floating buffers to ``dtype`` (called by :meth:`to`).  A
+        module whose buffer is a formula (a sinusoidal table) rebuilds it in ``dtype`` instead."""
+        for name in vars(self).get("_buffer_names", []):
+            b = getattr(self, name)
+            if is_array(b) and b.dtype.kind == "f":
+                setattr(self, name, b.astype(dtype))
 
     def double(self):
         return self.to(xp.float64)

@@ -27,8 +27,11 @@ from .module import Module, Parameter
 from .validate import check_array, check_positive_int, check_probability
 
 
-def sinusoidal_table(max_len, d_model, base=10000.0):
+def sinusoidal_table(max_len, d_model, base=10000.0, dtype=None):
     """The ``(max_len, d_model)`` table of sines (even columns) and cosines (odd columns).
+
+    Computed in float64 and returned in ``dtype`` (default ``DEFAULT_DTYPE``, float32), so a
+    float64 model gets a table exact to float64 rounding.
 
     Column pair ``(2i, 2i+1)`` has angular frequency ``w_i = base^(-2i/d)``: from one
     cycle per ``2 pi`` positions (``i = 0``) down to one per ``2 pi * base`` positions.
@@ -41,7 +44,7 @@ def sinusoidal_table(max_len, d_model, base=10000.0):
     pe = xp.zeros((max_len, d_model), dtype=xp.float64)
     pe[:, 0::2] = xp.sin(angle)
     pe[:, 1::2] = xp.cos(angle[:, : d_model // 2])  # odd d: one cosine column fewer
-    return pe.astype(DEFAULT_DTYPE)
+    return pe.astype(DEFAULT_DTYPE if dtype is None else dtype)
 
 
 class SinusoidalPositionalEncoding(Module):
@@ -66,6 +69,10 @@ class SinusoidalPositionalEncoding(Module):
 
     def backward(self, grad_output):
         return self.dropout.backward(grad_output)  # d(x + PE)/dx = I
+
+    def _cast_buffers(self, dtype):
+        # .double() / .to(dtype): rebuild the table in dtype rather than cast the float32 one
+        self.pe = sinusoidal_table(self.max_len, self.d_model, dtype=dtype)
 
     def extra_repr(self):
         return f"d_model={self.d_model}, max_len={self.max_len}, dropout={self.dropout.p}"

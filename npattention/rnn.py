@@ -14,7 +14,8 @@ with ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih``, ``bias_hh (G*H
 Sequence layers :class:`RNN`, :class:`GRU`, :class:`LSTM` run a cell over a
 batch-first sequence ``x (B, T, I)`` and return ``(outputs (B, T, D*H), final state)``
 with ``D = 2`` when ``bidirectional`` (the forward and backward outputs concatenated,
-final states stacked ``(D, B, H)`` like PyTorch's ``h_n``).
+final states stacked ``(num_layers * D, B, H)`` like PyTorch's ``h_n``).  ``num_layers``
+stacks layers, with ``dropout`` between them in training mode, as in PyTorch.
 
 How a step is split (used by the layers and by the seq2seq decoders):
 
@@ -34,14 +35,9 @@ direction of a bidirectional layer therefore starts at each sequence's last real
 docs/seq2seq.md derives every backward.
 """
 from .backend import get_rng, xp
+from .layers import Dropout, sigmoid
 from .module import Module, Parameter
-from .validate import check_array, check_positive_int
-
-
-def _sigmoid(a):
-    # exp of a negative number only: no overflow for large |a|
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+from .validate import check_array, check_positive_int, check_probability
 
 
 # ====================================================================== cells
@@ -72,10 +68,10 @@ class _CellBase(Module):
 
     def project_backward(self, d_gi, x):
         """Add ``dW_ih``, ``db_ih``; return ``dx`` (leading axes flattened for the sums)."""
-        g2 = d_gi.reshape(-1, d_gi.shape[-1])
-        self.weight_ih.grad += g2.T @ x.reshape(-1, x.shape[-1])
+        d_gi_rows = d_gi.reshape(-1, d_gi.shape[-1])
+        self.weight_ih.grad += d_gi_rows.T @ x.reshape(-1, x.shape[-1])
         if self.bias_ih is not None:
-            self.bias_ih.grad += g2.sum(axis=0)
+            self.bias_ih.grad += d_gi_rows.sum(axis=0)
         return d_gi @ self.weight_ih.data
 
     def _hh(self, h):
@@ -174,8 +170,8 @@ class GRUCell(_CellBase):
         (h,) = state
         H = self.hidden_size
         gh = self._hh(h)
-        r = _sigmoid(gi[:, :H] + gh[:, :H])
-        z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        r = sigmoid(gi[:, :H] + gh[:, :H])
+        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
         gh_n = gh[:, 2 * H:]
         n = xp.tanh(gi[:, 2 * H:] + r * gh_n)
         h_new = (1 - z) * n + z * h
@@ -217,10 +213,10 @@ class LSTMCell(_CellBase):
         h, c = state
         H = self.hidden_size
         a = gi + self._hh(h)
-        i = _sigmoid(a[:, :H])
-        f = _sigmoid(a[:, H:2 * H])
+        i = sigmoid(a[:, :H])
+        f = sigmoid(a[:, H:2 * H])
         g = xp.tanh(a[:, 2 * H:3 * H])
-        o = _sigmoid(a[:, 3 * H:])
+        o = sigmoid(a[:, 3 * H:])
         c_new = f * c + i * g
         tc = xp.tanh(c_new)
         h_new = o * tc
@@ -274,12 +270,20 @@ def lengths_from(lengths, mask, B, T, where):
 
 
 class _RecurrentBase(Module):
-    """A cell (or two, when bidirectional) run over time with BPTT; see the module docstring."""
+    """Cells run over time with BPTT, ``num_layers`` deep, one or two directions.
+
+    As in PyTorch: layer ``l > 0`` reads the (concatenated) outputs of layer ``l - 1``,
+    with ``dropout`` applied to them in training mode (never after the last layer);
+    initial and final states are ``(num_layers * D, B, H)`` with row ``l * D + d`` for
+    layer ``l``, direction ``d``; the cells are ``cells[l * D + d]`` (their parameter names
+    ``cells.<l*D+d>.weight_ih`` play the role of PyTorch's ``weight_ih_l<l>[_reverse]``).
+    """
 
     gradcheck_exempt = "abstract base of RNN, GRU and LSTM (each is registered)"
     cell_class = None
 
-    def __init__(self, input_size, hidden_size, bias=True, batch_first=True, bidirectional=False, **cell_kw):
+    def __init__(self, input_size, hidden_size, bias=True, batch_first=True, bidirectional=False,
+                 num_layers=1, dropout=0.0, **cell_kw):
         name = type(self).__name__
         if batch_first is not True:
             raise ValueError(f"{name}: npattention is batch-first, (B, T, I); got batch_first={batch_first!r}")
@@ -287,10 +291,15 @@ class _RecurrentBase(Module):
             raise TypeError(f"{name}: 'bidirectional' must be a bool, got {bidirectional!r}")
         self.input_size = check_positive_int(input_size, "input_size", name)
         self.hidden_size = check_positive_int(hidden_size, "hidden_size", name)
+        self.num_layers = check_positive_int(num_layers, "num_layers", name)
+        self.dropout = check_probability(dropout, "dropout", name)
         self.bidirectional = bidirectional
-        self.num_directions = 2 if bidirectional else 1
-        # cells[0] reads left to right; cells[1] (bidirectional) right to left
-        self.cells = [self.cell_class(input_size, hidden_size, bias, **cell_kw) for _ in range(self.num_directions)]
+        self.num_directions = D = 2 if bidirectional else 1
+        # cells[l * D]: layer l left to right; cells[l * D + 1] (bidirectional): right to left
+        self.cells = [self.cell_class(input_size if i < D else D * hidden_size, hidden_size, bias, **cell_kw)
+                      for i in range(num_layers * D)]
+        # dropout between layers (PyTorch: on every layer's output except the last one's)
+        self.dropouts = [Dropout(self.dropout) for _ in range(num_layers - 1)]
 
     @property
     def output_size(self):
@@ -301,76 +310,94 @@ class _RecurrentBase(Module):
         dims = {}
         check_array(x, "x", name, shape=("B", "T", self.input_size), dims=dims)
         B, T, _ = x.shape
-        D, H = self.num_directions, self.hidden_size
-        for label, s in states0:
-            if s is not None:
-                check_array(s, label, name, shape=(D, B, H))
-        given = [s is not None for _, s in states0]
+        if T == 0:
+            raise ValueError(f"{name}: 'x' has T = 0 steps, got shape {tuple(x.shape)}; a sequence needs at least "
+                             "one step (an empty batch, B = 0, is fine)")
+        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        for label, st in states0:
+            if st is not None:
+                check_array(st, label, name, shape=(L * D, B, H))
+        given = [st is not None for _, st in states0]
         if any(given) and not all(given):
             raise ValueError(f"{name}: give all of {[lab for lab, _ in states0]} or none")
         lengths = lengths_from(lengths, mask, B, T, name)
         real = (xp.arange(T)[None, :] < lengths[:, None])[:, :, None]  # (B, T, 1): True at real steps
 
-        outputs, finals, caches = [], [], []
-        for d, cell in enumerate(self.cells):
-            gi = cell.project(x)  # (B, T, G*H): input part of every step in one matmul
-            if all(given):
-                state = tuple(s[d] for _, s in states0)
-            else:
-                state = cell.initial_state(B, x.dtype)
-            ys, step_caches = [None] * T, [None] * T
-            order = range(T) if d == 0 else range(T - 1, -1, -1)
-            # The loop over time IS the lesson: step t needs the state of step t-1, so it
-            # cannot be vectorised over time (it is vectorised over the batch).
-            for t in order:
-                new, step_caches[t] = cell.recur(gi[:, t], state)
-                keep = real[:, t]  # (B, 1): padded rows keep their state and output 0
-                state = tuple(xp.where(keep, n, s) for n, s in zip(new, state))
-                ys[t] = xp.where(keep, new[0], 0)
-            outputs.append(xp.stack(ys, axis=1))
-            finals.append(state)
-            caches.append(step_caches)
+        finals, caches, inp = [], [], x
+        for layer in range(L):
+            outputs, layer_caches = [], []
+            for d in range(D):
+                cell = self.cells[layer * D + d]
+                gi = cell.project(inp)  # (B, T, G*H): input part of every step in one matmul
+                if all(given):
+                    state = tuple(st[layer * D + d] for _, st in states0)
+                else:
+                    state = cell.initial_state(B, x.dtype)
+                ys, step_caches = [None] * T, [None] * T
+                order = range(T) if d == 0 else range(T - 1, -1, -1)
+                # The loop over time IS the lesson: step t needs the state of step t-1, so it
+                # cannot be vectorised over time (it is vectorised over the batch).
+                for t in order:
+                    new, step_caches[t] = cell.recur(gi[:, t], state)
+                    keep = real[:, t]  # (B, 1): padded rows keep their state and output 0
+                    state = tuple(xp.where(keep, n, s) for n, s in zip(new, state))
+                    ys[t] = xp.where(keep, new[0], 0)
+                outputs.append(xp.stack(ys, axis=1))
+                finals.append(state)
+                layer_caches.append(step_caches)
+            caches.append((inp, layer_caches))
+            out = outputs[0] if D == 1 else xp.concatenate(outputs, axis=-1)
+            inp = self.dropouts[layer](out) if layer < L - 1 else out   # between layers only
         self.cache = (x, real, caches, all(given))
-        out = outputs[0] if D == 1 else xp.concatenate(outputs, axis=-1)
-        final = tuple(xp.stack([f[k] for f in finals]) for k in range(len(finals[0])))  # each (D, B, H)
+        final = tuple(xp.stack([f[k] for f in finals]) for k in range(len(finals[0])))  # each (L*D, B, H)
         return out, final
 
     def backward(self, grad_output, grad_h_n=None, grad_c_n=None):
-        """BPTT.  ``grad_output (B, T, D*H)``; optional ``grad_h_n``/``grad_c_n (D, B, H)``
+        """BPTT.  ``grad_output (B, T, D*H)``; optional ``grad_h_n``/``grad_c_n (L*D, B, H)``
         for the final state.  Returns ``dx`` (plus ``dh0`` [, ``dc0``] when given to forward)."""
         x, real, caches, given = self.cache
         name = type(self).__name__
         B, T, _ = x.shape
-        H = self.hidden_size
+        D, H, L = self.num_directions, self.hidden_size, self.num_layers
         n_state = self.cell_class.n_state
         grads_final = [grad_h_n, grad_c_n][:n_state]
         if n_state == 1 and grad_c_n is not None:
             raise ValueError(f"{name}.backward: 'grad_c_n' only exists for the LSTM")
         for label, g in zip(["grad_h_n", "grad_c_n"], grads_final):
             if g is not None:
-                check_array(g, label, f"{name}.backward", shape=(self.num_directions, B, H))
-        dx = xp.zeros_like(x)
-        d_states0 = []
-        for d, cell in enumerate(self.cells):
-            dy = grad_output[..., d * H:(d + 1) * H]
-            d_state = tuple(xp.zeros((B, H), dtype=x.dtype) if g is None else g[d] for g in grads_final)
-            d_gi = xp.zeros((B, T, cell.gates * H), dtype=x.dtype)
-            order = range(T - 1, -1, -1) if d == 0 else range(T)  # the forward order, reversed
-            for t in order:
-                keep = real[:, t]
-                # state_t = keep ? new : prev  and  y_t = keep ? new_h : 0
-                d_new = [xp.where(keep, ds, 0) for ds in d_state]
-                d_new[0] = d_new[0] + xp.where(keep, dy[:, t], 0)
-                d_gi[:, t], d_prev = cell.recur_backward(tuple(d_new), caches[d][t])
-                d_state = tuple(xp.where(keep, dp, ds) for dp, ds in zip(d_prev, d_state))
-            dx += cell.project_backward(d_gi, x)  # dW_ih for all steps at once
-            d_states0.append(d_state)
+                check_array(g, label, f"{name}.backward", shape=(L * D, B, H))
+        d_states0 = [None] * (L * D)
+        d_out = grad_output
+        for layer in range(L - 1, -1, -1):   # the layers in reverse
+            inp, layer_caches = caches[layer]
+            d_inp = xp.zeros_like(inp)
+            for d in range(D):
+                i = layer * D + d
+                cell = self.cells[i]
+                dy = d_out[..., d * H:(d + 1) * H]
+                d_state = tuple(xp.zeros((B, H), dtype=x.dtype) if g is None else g[i] for g in grads_final)
+                d_gi = xp.zeros((B, T, cell.gates * H), dtype=x.dtype)
+                order = range(T - 1, -1, -1) if d == 0 else range(T)  # the forward order, reversed
+                for t in order:
+                    keep = real[:, t]
+                    # state_t = keep ? new : prev  and  y_t = keep ? new_h : 0
+                    d_new = [xp.where(keep, ds, 0) for ds in d_state]
+                    d_new[0] = d_new[0] + xp.where(keep, dy[:, t], 0)
+                    d_gi[:, t], d_prev = cell.recur_backward(tuple(d_new), layer_caches[d][t])
+                    d_state = tuple(xp.where(keep, dp, ds) for dp, ds in zip(d_prev, d_state))
+                d_inp += cell.project_backward(d_gi, inp)  # dW_ih for all steps at once
+                d_states0[i] = d_state
+            # inp = dropout(out of the layer below): undo the dropout on the way down
+            d_out = self.dropouts[layer - 1].backward(d_inp) if layer > 0 else d_inp
+        dx = d_out
         if not given:
             return dx
         return (dx,) + tuple(xp.stack([ds[k] for ds in d_states0]) for k in range(n_state))
 
     def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}, bidirectional={self.bidirectional}"
+        extra = f", num_layers={self.num_layers}" if self.num_layers > 1 else ""
+        extra += f", dropout={self.dropout}" if self.dropout else ""
+        return f"{self.input_size}, {self.hidden_size}, bidirectional={self.bidirectional}{extra}"
 
 
 class RNN(_RecurrentBase):
@@ -380,8 +407,9 @@ class RNN(_RecurrentBase):
     cell_class = RNNCell
 
     def __init__(self, input_size, hidden_size, bias=True, batch_first=True, bidirectional=False,
-                 nonlinearity="tanh"):
-        super().__init__(input_size, hidden_size, bias, batch_first, bidirectional, nonlinearity=nonlinearity)
+                 nonlinearity="tanh", num_layers=1, dropout=0.0):
+        super().__init__(input_size, hidden_size, bias, batch_first, bidirectional, num_layers, dropout,
+                         nonlinearity=nonlinearity)
 
     def forward(self, x, h0=None, lengths=None, mask=None):
         out, (h_n,) = self._run(x, [("h0", h0)], lengths, mask)

@@ -6,6 +6,7 @@ One masked softmax for the whole package: :func:`softmax` takes a boolean ``mask
 which is what the attention hot path uses).
 """
 from .backend import BACKEND, xp
+from .validate import check_array, check_mask
 
 __all__ = ["softmax", "softmax_backward", "log_softmax", "log_softmax_backward"]
 
@@ -21,24 +22,46 @@ def _row_max(x, axis):
 def softmax(scores, axis=-1, mask=None, out=None):
     """Softmax along ``axis``; entries where ``mask`` is True get weight exactly 0.
 
-    Stable for any finite logits (the row maximum is subtracted first).  A row whose
-    entries are all masked returns zeros (never NaN).  ``out``: an array of the scores'
-    shape to write into; ``out=scores`` computes in place (the scores are overwritten).
+    Stable for any finite logits (the row maximum is subtracted first).  Extremes are
+    defined by their limits, never NaN: a row whose entries are all masked (or all
+    ``-inf``) returns zeros; in a row holding ``+inf`` the ``+inf`` entries share the
+    weight equally and the others get 0.  (A NaN score gives a NaN row: find it with
+    :func:`npattention.detect_anomaly`.)
+
+    ``mask``: boolean, True = masked out, broadcasting to the scores' shape (an int or
+    float mask is refused: a float mask is an additive bias, add it to the scores).
+    ``out``: a float array of the scores' shape to write into; ``out=scores`` computes
+    in place (the scores are overwritten).
     """
+    check_array(scores, "scores", "softmax", dtype=None)
+    if scores.dtype.kind not in "fiu":
+        raise TypeError(f"softmax: 'scores' must be a float (or int) array, got dtype {scores.dtype}")
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -scores.ndim <= axis < max(scores.ndim, 1):
+        raise ValueError(f"softmax: 'axis' must be an int in [-{scores.ndim}, {scores.ndim}) for scores of shape "
+                         f"{tuple(scores.shape)}, got {axis!r}")
+    check_mask(mask, "mask", "softmax", tuple(scores.shape))
     if out is None:   # a fresh float array (integer scores give float64, as np.exp would)
         out = scores.copy() if scores.dtype.kind == "f" else scores.astype(xp.result_type(scores.dtype, 1.0))
-    elif out is not scores:
-        xp.copyto(out, scores)
+    else:
+        check_array(out, "out", "softmax", shape=tuple(scores.shape))
+        if out is not scores:
+            xp.copyto(out, scores)
     if mask is not None:
         xp.copyto(out, -xp.inf, where=mask)            # exp(-inf) = 0 below
     row_max = _row_max(out, axis)
-    if mask is not None:
-        xp.copyto(row_max, 0.0, where=~xp.isfinite(row_max))  # all-masked rows: -inf -> 0
+    # Extremes without a host sync (no `if` on array values): in a row holding +inf, cap
+    # +inf at the largest float and subtract that, so those entries become exp(0) = 1 and
+    # the others exp(about -max) = 0; an all -inf (all-masked) row subtracts 0 instead.
+    has_posinf = xp.isposinf(row_max)                  # (row-sized)
+    big = xp.finfo(out.dtype).max
+    cap = xp.where(has_posinf, big, xp.inf).astype(out.dtype)
+    xp.copyto(row_max, big, where=has_posinf)
+    xp.copyto(row_max, 0.0, where=xp.isneginf(row_max))
+    xp.minimum(out, cap, out=out)                      # a no-op in rows without +inf
     out -= row_max                                     # stable: every exponent <= 0
     xp.exp(out, out=out)
     total = out.sum(axis=axis, keepdims=True)
-    if mask is not None:
-        xp.copyto(total, 1.0, where=total == 0)        # (no boolean indexing: no GPU sync)
+    xp.copyto(total, 1.0, where=total == 0)            # all-masked rows: 0 / 1 = 0 (no boolean indexing: no GPU sync)
     out *= 1.0 / total
     return out
 

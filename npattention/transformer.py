@@ -1,42 +1,23 @@
 """The Transformer (Vaswani et al., 2017): encoder, decoder and the whole seq2seq model.
 
-Building blocks, each with a hand-written backward (shapes batch-first, ``(B, T, d)``):
-
-* :class:`PositionwiseFeedForward` -- ``FFN(x) = W_2 dropout(act(W_1 x + b_1)) + b_2``,
-  the same small MLP applied at every position.
-* :class:`TransformerEncoderLayer` -- self-attention and FFN, each wrapped in a
-  *residual connection* and a *LayerNorm*.  Two orders (``norm_first``)::
-
-      post-norm (paper, default):  h = LN(x + Drop(Sublayer(x)))
-      pre-norm  (norm_first=True): h = x + Drop(Sublayer(LN(x)))
-
-* :class:`TransformerDecoderLayer` -- masked (causal) self-attention, encoder-decoder
-  (cross) attention with queries from the decoder and keys/values from the encoder
-  output ``memory``, then the FFN; each again residual + LayerNorm.
-* :class:`TransformerEncoder` / :class:`TransformerDecoder` -- stacks of ``N`` layers
-  (an optional final LayerNorm).
-* :class:`Transformer` -- token embeddings scaled by ``sqrt(d)``, positional encodings,
-  encoder, decoder, output projection to vocabulary logits (weights optionally tied to
-  the target embedding).  Padding masks go from the token ids all the way down.
-* :func:`greedy_decode` -- generate an output sequence one token at a time.
-
-Argument names and order follow ``torch.nn.Transformer*`` (always ``batch_first``).
-Every attention layer keeps the per-head weights of its last forward pass in an
-attribute (``self_attn_weights``, ``cross_attn_weights``, shape ``(B, H, Tq, Tk)``) for
-plotting.  The backward passes are derived in docs/transformer.md.
+:class:`PositionwiseFeedForward`, :class:`TransformerEncoderLayer` / :class:`TransformerDecoderLayer`
+(attention and FFN sub-layers, each residual + LayerNorm, post- or pre-norm), their stacks, and
+:class:`Transformer` (embeddings, positions, encoder, decoder, output layer) with :func:`greedy_decode`.
+Names and argument order follow ``torch.nn.Transformer*`` (always ``batch_first``); each attention layer
+keeps its per-head weights ``(B, H, Tq, Tk)`` for plotting.  docs/transformer.md has the details and every backward.
 """
 import copy
 import math
 
 from .attention.multihead import MultiheadAttention
 from .attention.positions import POSITIONAL_CHOICES
-from .backend import get_rng, xp
+from .backend import xp
 from .data import Vocab
 from .masks import causal_mask
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, xavier_uniform
 from .module import Module
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from .validate import check_array, check_positive_int, check_probability
+from .validate import check_array, check_positive_int, check_probability, renamed_args
 
 __all__ = [
     "PositionwiseFeedForward",
@@ -48,7 +29,8 @@ __all__ = [
     "greedy_decode",
 ]
 
-_ACTIVATIONS = {"relu": ReLU, "gelu": GELU}
+# as torch: "gelu" is the exact (erf) GELU; "gelu_tanh" the tanh approximation (GPT-2's)
+_ACTIVATIONS = {"relu": ReLU, "gelu": GELU, "gelu_tanh": lambda: GELU(approximate="tanh")}
 
 
 def _activation(activation, where):
@@ -97,7 +79,8 @@ class TransformerEncoderLayer(Module):
 
     where ``SA(z) = MultiheadAttention(z, z, z)``.  Backward returns ``d src``.  The
     per-head attention weights of the last forward are kept in ``self_attn_weights``
-    ``(B, H, S, S)``.
+    ``(B, H, S, S)``.  cache: none of its own; each sub-layer (attention, FFN, norms, dropouts)
+    keeps its piece, and the layer runs each of them once per forward.
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
@@ -115,13 +98,15 @@ class TransformerEncoderLayer(Module):
         self.d_model = d_model
         self.self_attn_weights = None
 
-    def _sa(self, z, attn_mask, key_padding_mask, is_causal):
-        out, self.self_attn_weights = self.self_attn(
-            z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-            average_attn_weights=False, is_causal=is_causal)
+    def _self_attention_block(self, z, attn_mask, key_padding_mask, is_causal):
+        with renamed_args("TransformerEncoderLayer", "MultiheadAttention",
+                          attn_mask="src_mask", key_padding_mask="src_key_padding_mask"):
+            out, self.self_attn_weights = self.self_attn(
+                z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                average_attn_weights=False, is_causal=is_causal)
         return out
 
-    def _sa_backward(self, g):
+    def _self_attention_block_backward(self, g):
         dq, dk, dv = self.self_attn.backward(g)
         return dq + dk + dv  # z was used as query, key and value
 
@@ -129,24 +114,24 @@ class TransformerEncoderLayer(Module):
         check_array(src, "src", "TransformerEncoderLayer", shape=(None, None, self.d_model))
         x = src
         if self.norm_first:
-            h = x + self.dropout1(self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal))
+            h = x + self.dropout1(self._self_attention_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal))
             return h + self.dropout2(self.ff(self.norm2(h)))
-        h = self.norm1(x + self.dropout1(self._sa(x, src_mask, src_key_padding_mask, is_causal)))
+        h = self.norm1(x + self.dropout1(self._self_attention_block(x, src_mask, src_key_padding_mask, is_causal)))
         return self.norm2(h + self.dropout2(self.ff(h)))
 
     def backward(self, grad_output):
         g = grad_output
         if self.norm_first:
-            # out = h + Drop2(FFN(LN2(h))): the residual passes g straight to h, the branch adds its part
+            # forward was: out = h + Drop2(FFN(LN2(h))); the residual passes g straight to h, the branch adds its part
             dh = g + self.norm2.backward(self.ff.backward(self.dropout2.backward(g)))
-            # h = x + Drop1(SA(LN1(x)))
-            return dh + self.norm1.backward(self._sa_backward(self.dropout1.backward(dh)))
-        # out = LN2(r2) with r2 = h + Drop2(FFN(h)): first through the norm, then split at the sum
+            # forward was: h = x + Drop1(SA(LN1(x)))
+            return dh + self.norm1.backward(self._self_attention_block_backward(self.dropout1.backward(dh)))
+        # forward was: out = LN2(r2), r2 = h + Drop2(FFN(h)); first through the norm, then split at the sum
         dr2 = self.norm2.backward(g)
         dh = dr2 + self.ff.backward(self.dropout2.backward(dr2))
-        # h = LN1(r1) with r1 = x + Drop1(SA(x))
+        # forward was: h = LN1(r1), r1 = x + Drop1(SA(x))
         dr1 = self.norm1.backward(dh)
-        return dr1 + self._sa_backward(self.dropout1.backward(dr1))
+        return dr1 + self._self_attention_block_backward(self.dropout1.backward(dr1))
 
 
 class TransformerDecoderLayer(Module):
@@ -168,7 +153,7 @@ class TransformerDecoderLayer(Module):
     position look at the whole source.  Backward returns ``(d tgt, d memory)``; ``memory``
     only enters through the keys and values of ``CA``, so ``d memory = dK + dV``.
     Weights of the last forward: ``self_attn_weights`` ``(B, H, T, T)`` and
-    ``cross_attn_weights`` ``(B, H, T, S)``.
+    ``cross_attn_weights`` ``(B, H, T, S)``.  cache: none of its own; each sub-layer keeps its piece.
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
@@ -189,16 +174,20 @@ class TransformerDecoderLayer(Module):
         self.d_model = d_model
         self.self_attn_weights = self.cross_attn_weights = None
 
-    def _sa(self, z, attn_mask, key_padding_mask, is_causal):
-        out, self.self_attn_weights = self.self_attn(
-            z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-            average_attn_weights=False, is_causal=is_causal)
+    def _self_attention_block(self, z, attn_mask, key_padding_mask, is_causal):
+        with renamed_args("TransformerDecoderLayer", "MultiheadAttention",
+                          attn_mask="tgt_mask", key_padding_mask="tgt_key_padding_mask"):
+            out, self.self_attn_weights = self.self_attn(
+                z, z, z, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                average_attn_weights=False, is_causal=is_causal)
         return out
 
-    def _ca(self, z, memory, attn_mask, key_padding_mask, is_causal):
-        out, self.cross_attn_weights = self.multihead_attn(
-            z, memory, memory, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-            average_attn_weights=False, is_causal=is_causal)
+    def _cross_attention_block(self, z, memory, attn_mask, key_padding_mask, is_causal):
+        with renamed_args("TransformerDecoderLayer", "MultiheadAttention",
+                          attn_mask="memory_mask", key_padding_mask="memory_key_padding_mask"):
+            out, self.cross_attn_weights = self.multihead_attn(
+                z, memory, memory, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                average_attn_weights=False, is_causal=is_causal)
         return out
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
@@ -210,33 +199,33 @@ class TransformerDecoderLayer(Module):
         sa = (tgt_mask, tgt_key_padding_mask, tgt_is_causal)
         ca = (memory_mask, memory_key_padding_mask, memory_is_causal)
         if self.norm_first:
-            h1 = x + self.dropout1(self._sa(self.norm1(x), *sa))
-            h2 = h1 + self.dropout2(self._ca(self.norm2(h1), m, *ca))
+            h1 = x + self.dropout1(self._self_attention_block(self.norm1(x), *sa))
+            h2 = h1 + self.dropout2(self._cross_attention_block(self.norm2(h1), m, *ca))
             return h2 + self.dropout3(self.ff(self.norm3(h2)))
-        h1 = self.norm1(x + self.dropout1(self._sa(x, *sa)))
-        h2 = self.norm2(h1 + self.dropout2(self._ca(h1, m, *ca)))
+        h1 = self.norm1(x + self.dropout1(self._self_attention_block(x, *sa)))
+        h2 = self.norm2(h1 + self.dropout2(self._cross_attention_block(h1, m, *ca)))
         return self.norm3(h2 + self.dropout3(self.ff(h2)))
 
     def backward(self, grad_output):
         g = grad_output
         if self.norm_first:
-            # out = h2 + Drop3(FFN(LN3(h2)))
+            # forward was: out = h2 + Drop3(FFN(LN3(h2)))
             dh2 = g + self.norm3.backward(self.ff.backward(self.dropout3.backward(g)))
-            # h2 = h1 + Drop2(CA(LN2(h1), m))
+            # forward was: h2 = h1 + Drop2(CA(LN2(h1), m))
             dq, dk, dv = self.multihead_attn.backward(self.dropout2.backward(dh2))
             dh1 = dh2 + self.norm2.backward(dq)
-            # h1 = x + Drop1(SA(LN1(x)))
+            # forward was: h1 = x + Drop1(SA(LN1(x)))
             dq_s, dk_s, dv_s = self.self_attn.backward(self.dropout1.backward(dh1))
             dx = dh1 + self.norm1.backward(dq_s + dk_s + dv_s)
             return dx, dk + dv
-        # out = LN3(r3), r3 = h2 + Drop3(FFN(h2))
+        # forward was: out = LN3(r3), r3 = h2 + Drop3(FFN(h2))
         dr3 = self.norm3.backward(g)
         dh2 = dr3 + self.ff.backward(self.dropout3.backward(dr3))
-        # h2 = LN2(r2), r2 = h1 + Drop2(CA(h1, m))
+        # forward was: h2 = LN2(r2), r2 = h1 + Drop2(CA(h1, m))
         dr2 = self.norm2.backward(dh2)
         dq, dk, dv = self.multihead_attn.backward(self.dropout2.backward(dr2))
         dh1 = dr2 + dq
-        # h1 = LN1(r1), r1 = x + Drop1(SA(x))
+        # forward was: h1 = LN1(r1), r1 = x + Drop1(SA(x))
         dr1 = self.norm1.backward(dh1)
         dq_s, dk_s, dv_s = self.self_attn.backward(self.dropout1.backward(dr1))
         return dr1 + dq_s + dk_s + dv_s, dk + dv
@@ -268,7 +257,8 @@ class TransformerEncoder(Module):
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
         for layer in self.layers:  # a loop over layers (not positions): each is a different function
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+            with renamed_args("TransformerEncoder", "TransformerEncoderLayer", src_mask="mask"):
+                x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
         return self.norm(x) if self.norm is not None else x
 
     def backward(self, grad_output):
@@ -307,12 +297,6 @@ class TransformerDecoder(Module):
             g, dm = layer.backward(g)
             dmemory = dm if dmemory is None else dmemory + dm
         return g, dmemory
-
-
-def _xavier_uniform_(param):
-    fan_out, fan_in = param.data.shape
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    param.data[...] = get_rng().uniform(param.data.shape, -bound, bound, dtype=param.data.dtype)
 
 
 class Transformer(Module):
@@ -370,7 +354,7 @@ class Transformer(Module):
                                           norm=LayerNorm(d_model, eps=layer_norm_eps))
         for p in self.encoder.parameters() + self.decoder.parameters():
             if p.data.ndim > 1:
-                _xavier_uniform_(p)
+                p.data[...] = xavier_uniform(p.data.shape, dtype=p.data.dtype)
         self.src_embed = Embedding(src_vocab_size, d_model, padding_idx=pad_idx)
         self.tgt_embed = Embedding(tgt_vocab_size, d_model, padding_idx=pad_idx)
         for emb in (self.src_embed, self.tgt_embed):

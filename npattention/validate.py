@@ -12,6 +12,8 @@ Shapes are written as tuples whose entries are
 * ``None`` -- any size;
 * a leading ``...`` -- any number of leading axes.
 """
+import contextlib
+
 from .backend import np, xp
 
 
@@ -85,6 +87,11 @@ def check_mask(mask, name, where, target_shape):
     growing it; ``None`` passes through."""
     if mask is None:
         return None
+    kind = getattr(getattr(mask, "dtype", None), "kind", None)
+    if kind in ("f", "i", "u"):
+        hint = ("a float mask is an additive bias (0 / -inf): add it to the scores, or pass it where an additive "
+                "mask or bias is accepted" if kind == "f" else "convert it with mask.astype(bool)")
+        raise TypeError(f"{where}: {name!r} must be a bool array (True = masked out), got dtype {mask.dtype}; {hint}")
     check_array(mask, name, where, dtype="bool")
     try:
         fits = broadcast_shapes(tuple(mask.shape), tuple(target_shape)) == tuple(target_shape)
@@ -96,3 +103,24 @@ def check_mask(mask, name, where, target_shape):
             f"scores' shape {tuple(target_shape)}"
         )
     return mask
+
+
+@contextlib.contextmanager
+def renamed_args(where, inner, **names):
+    """Report argument errors of an inner call under the caller's names.
+
+    ``with renamed_args("SelfAttention", "MultiheadAttention", query="x", key="x", value="x"):``
+    turns ``MultiheadAttention: 'query' must have shape ...`` raised inside into
+    ``SelfAttention: 'x' must have shape ...``.  Only ``ValueError``/``TypeError`` whose message
+    starts with ``inner + ":"`` (the inner module's own argument checks) are rewritten.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        msg = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else None
+        if msg is None or not msg.startswith(inner + ":"):
+            raise
+        msg = where + msg[len(inner):]
+        for old, new in names.items():
+            msg = msg.replace(f"'{old}'", f"'{new}'")
+        raise type(err)(msg) from None

@@ -159,3 +159,20 @@ def test_dataset_works_with_the_fit_loop_batches():
     assert num_batches(splits["train"], 16) == len(got) == 3
     assert all(isinstance(b.src, xp.ndarray) for b in got)
     assert sorted(s for b in got for s in b.sources) == sorted(splits["train"].sources)
+
+
+def test_retrieval_task_lives_in_data_and_is_solvable_by_the_inverse_disguise():
+    from npattention.attention import hard_demo
+    from npattention.backend import Generator, to_numpy
+    from npattention.data.retrieval import make_disguise, make_retrieval_batch
+
+    assert hard_demo.make_retrieval_batch is make_retrieval_batch  # the old import path still works
+    gen = Generator(3)
+    M = make_disguise(gen, 8)
+    q, k, v, y = (to_numpy(a) for a in make_retrieval_batch(gen, M, 256, 6, noise=0.0))
+    assert q.shape == (256, 1, 8) and k.shape == (256, 6, 8) and v.shape == (256, 6, 6) and y.shape == (256,)
+    np.testing.assert_allclose(np.linalg.norm(k, axis=-1), 1.0, rtol=1e-12)  # unit keys
+    assert np.all(v.sum(-1) == 1) and np.all(np.sort(v.argmax(-1), axis=1) == np.arange(6))  # a permutation
+    scores = np.einsum("bqd,de,bke->bk", q, np.linalg.inv(M).T, k)  # undo the disguise: q^T M^{-T} k
+    found = v[np.arange(256), scores.argmax(-1)].argmax(-1)
+    assert np.all(found == y)  # without noise, M^{-T} retrieves every target exactly

@@ -98,3 +98,14 @@ def test_wrong_number_of_gradients_is_reported():
     g = backend.Generator(0)
     with pytest.raises(ValueError, match="returned 1 gradient"):
         gradcheck(module, (g.normal((2,)), g.normal((2,))))
+
+
+def test_a_fail_row_names_its_worst_entry():
+    """The report says where a check failed: the index and the analytic/numerical pair."""
+    report = gradcheck(BrokenLinear(3, 2), (backend.Generator(1).normal((4, 3)),))
+    bias = report.rows[2]
+    assert bias.worst_analytic == 0.0 and abs(bias.worst_numerical) > 0.1  # the dropped bias gradient
+    assert bias.worst_index in [(0,), (1,)]
+    x = report.rows[0]  # input gradient scaled by 1.01: analytic = 1.01 * numerical at the worst entry
+    assert abs(x.worst_analytic / x.worst_numerical - 1.01) < 1e-6 and len(x.worst_index) == 2
+    assert f"{bias.worst_index[0]},): analytic 0 vs numerical" in str(report)

@@ -203,12 +203,13 @@ def test_gelu_exact_and_tanh_at_known_points():
     np.testing.assert_allclose(_apply(GELU("none"), np.array([1.0])), [0.8413447460685429], rtol=1e-14)
     c = math.sqrt(2 / math.pi)
     tanh_form = 0.5 * X * (1 + np.tanh(c * (X + 0.044715 * X ** 3)))
-    np.testing.assert_allclose(_apply(GELU()), tanh_form, rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(_apply(GELU("tanh")), tanh_form, rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(_apply(GELU()), exact, rtol=1e-13, atol=1e-14)   # default: exact, as torch
     # the approximation is close to the exact function: within 5e-4 everywhere
     grid = np.linspace(-6, 6, 2401)
     ref = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in grid])
-    assert np.max(np.abs(_apply(GELU(), grid) - ref)) < 5e-4
-    assert _apply(GELU(), np.array([0.0]))[0] == 0.0
+    assert np.max(np.abs(_apply(GELU("tanh"), grid) - ref)) < 5e-4
+    assert _apply(GELU("tanh"), np.array([0.0]))[0] == 0.0
 
 
 def test_gelu_rejects_unknown_approximation():

@@ -19,16 +19,16 @@ they run in :func:`~npattention.attention.sdpa.scaled_dot_product_attention`, wh
 broadcasting does the sharing.
 
 Backward: a key head is used by ``G`` query heads, so its gradient is the **sum** of the
-``G`` heads' gradients -- exactly what the SDPA backward's ``_unbroadcast`` does when it sums
+``G`` heads' gradients -- exactly what the SDPA backward's ``sum_to_shape`` does when it sums
 ``dK (B, H_kv, G, S, D)`` over the group axis that ``K (B, H_kv, 1, S, D)`` was broadcast on.
 """
 import copy
 
 from ..backend import xp
-from ..layers import Linear
+from ..layers import Linear, xavier_uniform
 from ..module import Parameter
 from ..validate import check_positive_int, check_probability
-from .multihead import MultiheadAttention, _xavier_uniform
+from .multihead import MultiheadAttention
 from .positions import make_positional, positions_backward, positions_forward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
@@ -63,9 +63,9 @@ class GroupedQueryAttention(MultiheadAttention):
         self.kdim = self.vdim = E
         self._qkv_same_embed_dim = False
         Ekv = self.num_kv_heads * D
-        self.q_proj_weight = Parameter(_xavier_uniform(E, E))
-        self.k_proj_weight = Parameter(_xavier_uniform(Ekv, E))
-        self.v_proj_weight = Parameter(_xavier_uniform(Ekv, E))
+        self.q_proj_weight = Parameter(xavier_uniform((E, E)))
+        self.k_proj_weight = Parameter(xavier_uniform((Ekv, E)))
+        self.v_proj_weight = Parameter(xavier_uniform((Ekv, E)))
         self.in_proj_bias = Parameter(xp.zeros(E + 2 * Ekv, dtype=self._dtype())) if bias else None
         self.out_proj = Linear(E, E, bias=bias)
         if bias:

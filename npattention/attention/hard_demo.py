@@ -1,16 +1,10 @@
 """Soft vs hard attention on a toy retrieval task, trained three ways.
 
-The task ("retrieve the value at the key that matches the query"):
-
-* each example has ``n_keys`` random unit keys ``k_j`` in ``R^dim`` and, at each key,
-  a value = the one-hot of a label ``y_j`` (a random permutation of ``0..n_keys-1``);
-* the query is a *disguised* copy of one key, ``q = M k_t + noise`` with a fixed random
-  matrix ``M`` the model does not know;
-* the answer is the label ``y_t`` found at the matching key.  Chance level: ``1 / n_keys``.
-
-The model is ``Attention(GeneralScore(dim, dim), align)``: it must learn ``W`` in
-``s_j = q^T W k_j`` so that the right key scores highest (``W ~ M^{-T}`` up to scale).
-The context (the weighted values) is the predicted label distribution.
+The task (:mod:`npattention.data.retrieval`): each example has ``n_keys`` keys, each holding a
+label; the query is a disguised copy ``q = M k_t + noise`` of one key, and the answer is the label
+at that key (chance: ``1 / n_keys``).  The model is ``Attention(GeneralScore(dim, dim), align)``:
+it must learn ``W`` in ``s_j = q^T W k_j`` so that the right key scores highest.  The context
+(the weighted values) is the predicted label distribution.
 
 Training routes (plain SGD on ``W``):
 
@@ -23,30 +17,13 @@ Training routes (plain SGD on ``W``):
 Accuracy is always measured the same way, on a held-out batch, with the *hard argmax*
 choice (the key with the best score): the fraction of queries whose retrieved label is right.
 """
-from ..backend import Generator, asarray, manual_seed, scalar, xp
+from ..backend import Generator, manual_seed, scalar, xp
+from ..data.retrieval import make_disguise, make_retrieval_batch  # noqa: F401  (the old import path works too)
 from .align import HardAlign, Reinforce, SoftmaxAlign
 from .attention import Attention
 from .scores import GeneralScore
 
 MODES = ("soft", "reinforce", "straight_through")
-
-
-def make_retrieval_batch(gen, M, batch, n_keys, noise=0.1):
-    """One batch: ``(query (B,1,D), keys (B,n,D), values (B,n,n) one-hot, target labels (B,))``.
-
-    ``gen``: a :class:`Generator` (data drawn on the host, then moved); ``M``: ``(D, D)``.
-    """
-    host = gen.host
-    dim = M.shape[0]
-    keys = asarray(host.normal(size=(batch, n_keys, dim)), "float64")
-    keys = keys / xp.sqrt(xp.sum(keys * keys, axis=-1, keepdims=True))
-    labels = xp.argsort(asarray(host.random((batch, n_keys))), axis=1)  # a random permutation per row
-    t = asarray(host.integers(0, n_keys, size=batch))
-    rows = xp.arange(batch)
-    noise_draw = asarray(host.normal(size=(batch, dim)), "float64")
-    q = keys[rows, t] @ asarray(M, "float64").T + noise * noise_draw / dim ** 0.5
-    values = (labels[..., None] == xp.arange(n_keys)).astype("float64")
-    return q[:, None, :], keys, values, labels[rows, t]
 
 
 def _accuracy(model, batch):
@@ -68,7 +45,7 @@ def train_retrieval(mode="soft", steps=300, seed=0, n_keys=8, dim=8, batch=64, l
         raise ValueError(f"train_retrieval: 'mode' must be one of {MODES}, got {mode!r}")
     lr = {"soft": 2.0, "straight_through": 4.0, "reinforce": 4.0}[mode] if lr is None else lr
     gen = Generator(seed)
-    M = gen.host.normal(size=(dim, dim)) / dim ** 0.5  # the unknown disguise
+    M = make_disguise(gen, dim)  # the unknown disguise
     manual_seed(seed)
     if mode == "soft":
         align = SoftmaxAlign()

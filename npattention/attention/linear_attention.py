@@ -39,7 +39,7 @@ Backward (derived in docs/modern_attention.md): with ``num_i = phi(q_i) S_i``,
 
 (bidirectional: the same with every sum over all positions, ``R = Q'^T dnum``.)
 """
-from ..backend import xp
+from ..backend import sum_to_shape, xp
 from ..validate import broadcast_shapes, check_array, check_mask
 from .multihead import MultiheadAttention
 
@@ -118,15 +118,6 @@ def _num_dtype(*arrays):
     return xp.result_type(*(a.dtype for a in arrays))
 
 
-def _sum_to(grad, shape):
-    """Sum ``grad`` over leading axes broadcast from ``shape`` (as the SDPA backward does)."""
-    if tuple(grad.shape) == tuple(shape):
-        return grad
-    extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape)
-
-
 def linear_attention_backward(grad_output, cache):
     """``(dquery, dkey, dvalue)`` from the gradient of the context ``(..., L, Dv)``."""
     query, key, value, phi_q, phi_k, keep, kv, z, den, context, causal = cache
@@ -169,7 +160,7 @@ def linear_attention_backward(grad_output, cache):
         dphi_k = dphi_k * keep                                        # phi_k = phi(k) * keep
     dquery = dphi_q * _elu_feature_map_grad(query)                    # phi(x) = elu(x) + 1
     dkey = dphi_k * _elu_feature_map_grad(key)
-    return _sum_to(dquery, query.shape), _sum_to(dkey, key.shape), _sum_to(dvalue, value.shape)
+    return sum_to_shape(dquery, query.shape), sum_to_shape(dkey, key.shape), sum_to_shape(dvalue, value.shape)
 
 
 def linear_attention_quadratic(query, key, value, causal=False, key_padding_mask=None, eps=1e-6):

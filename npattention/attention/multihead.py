@@ -17,10 +17,9 @@ Parameters are named as in ``torch.nn.MultiheadAttention``: ``in_proj_weight``
 (E, kdim)``, ``v_proj_weight (E, vdim)``; and ``out_proj`` (a :class:`Linear`).  A
 ``state_dict`` therefore maps one-to-one onto PyTorch's (see docs/multihead.md).
 """
-import math
 
-from ..backend import get_rng, xp
-from ..layers import Linear
+from ..backend import xp
+from ..layers import Linear, xavier_uniform
 from ..module import Module, Parameter
 from ..validate import broadcast_shapes, check_array, check_positive_int, check_probability
 from ..masks import combine_masks
@@ -29,11 +28,6 @@ from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_bac
 from .tiled import TiledAttentionCache, _block_sizes, tiled_attention, tiled_attention_backward
 
 __all__ = ["MultiheadAttention"]
-
-
-def _xavier_uniform(rows, cols):
-    bound = math.sqrt(6.0 / (rows + cols))
-    return get_rng().uniform((rows, cols), -bound, bound)
 
 
 class MultiheadAttention(Module):
@@ -93,11 +87,11 @@ class MultiheadAttention(Module):
         E = embed_dim
         # PyTorch's initialisation: Xavier-uniform projections, zero biases.
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = Parameter(_xavier_uniform(3 * E, E))      # [W_q; W_k; W_v]
+            self.in_proj_weight = Parameter(xavier_uniform((3 * E, E)))      # [W_q; W_k; W_v]
         else:
-            self.q_proj_weight = Parameter(_xavier_uniform(E, E))
-            self.k_proj_weight = Parameter(_xavier_uniform(E, self.kdim))
-            self.v_proj_weight = Parameter(_xavier_uniform(E, self.vdim))
+            self.q_proj_weight = Parameter(xavier_uniform((E, E)))
+            self.k_proj_weight = Parameter(xavier_uniform((E, self.kdim)))
+            self.v_proj_weight = Parameter(xavier_uniform((E, self.vdim)))
         self.in_proj_bias = Parameter(xp.zeros(3 * E, dtype=self._dtype())) if bias else None
         self.out_proj = Linear(E, E, bias=bias)
         if bias:

@@ -40,7 +40,7 @@ is differentiable like any float input (a learned relative-position table trains
 import math
 from dataclasses import dataclass
 
-from ..backend import get_rng, xp
+from ..backend import get_rng, sum_to_shape, xp
 from ..masks import causal_mask, combine_masks
 from ..softmax import softmax
 from ..validate import broadcast_shapes, check_array, check_mask, check_probability
@@ -95,7 +95,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
     _check_bias(attn_bias, tuple(lead) + (L, S))
     dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)  # Python float: no upcast
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else _check_scale(scale)  # Python float: no upcast
     mask = combine_masks(attn_mask, causal_mask(L, S) if is_causal else None)
 
     # 1. score: similarity of every query with every key.  scores = q k^T * scale, computed
@@ -120,6 +120,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return ((context, weights) if need_weights else context), cache
 
 
+def _check_scale(scale):
+    """A finite Python float (a NaN or inf scale would turn every weight into NaN)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) and not (
+            hasattr(scale, "shape") and scale.shape == () and scale.dtype.kind in "fiu"):
+        raise TypeError(f"{_WHERE}: 'scale' must be a number or None, got {type(scale).__name__}")
+    if not math.isfinite(float(scale)):
+        raise ValueError(f"{_WHERE}: 'scale' must be finite, got {float(scale)}")
+    return float(scale)
+
+
 def _check_bias(bias, target_shape):
     """A float bias that broadcasts to the scores' shape without growing it."""
     if bias is None:
@@ -132,15 +142,6 @@ def _check_bias(bias, target_shape):
     if not fits:
         raise ValueError(f"{_WHERE}: 'attn_bias' (or float 'attn_mask') of shape {tuple(bias.shape)} does not "
                          f"broadcast to the scores' shape {target_shape}")
-
-
-def _unbroadcast(grad, shape):
-    """Sum ``grad`` over the leading axes that were broadcast to reach it from ``shape``."""
-    if tuple(grad.shape) == tuple(shape):
-        return grad
-    extra = grad.ndim - len(shape)
-    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
 def scaled_dot_product_attention_backward(grad_output, cache):
@@ -159,6 +160,11 @@ def scaled_dot_product_attention_backward(grad_output, cache):
 
     ``dS`` is built in place in the ``dA`` buffer: no other ``(..., L, S)`` temporaries.
     """
+    where = "scaled_dot_product_attention_backward"
+    if not isinstance(cache, AttentionCache):
+        raise TypeError(f"{where}: 'cache' must be the AttentionCache returned by scaled_dot_product_attention "
+                        f"(out, cache = ...), got {type(cache).__name__}")
+    check_array(grad_output, "grad_output", where, shape=tuple(cache.context.shape))
     q_scaled, k, v = cache.query, cache.key, cache.value   # the cache holds q * scale
     # 3. context = attn @ v
     dv = xp.swapaxes(cache.attn, -1, -2) @ grad_output      # (..., S, Ev)
@@ -178,7 +184,7 @@ def scaled_dot_product_attention_backward(grad_output, cache):
     dq = dscores @ k                                       # (..., L, E)
     dq *= cache.scale
     dk = xp.swapaxes(dscores, -1, -2) @ q_scaled           # (..., S, E): scale is already in q_scaled
-    grads = (_unbroadcast(dq, tuple(q_scaled.shape)), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape))
+    grads = (sum_to_shape(dq, tuple(q_scaled.shape)), sum_to_shape(dk, k.shape), sum_to_shape(dv, v.shape))
     if cache.bias_shape is not None:                       # scores = ... + bias  =>  dbias = dscores
-        grads += (_unbroadcast(dscores, cache.bias_shape),)
+        grads += (sum_to_shape(dscores, cache.bias_shape),)
     return grads

@@ -14,7 +14,7 @@ True = masked out.
 """
 from ..backend import xp
 from ..module import Module
-from ..validate import check_array, check_positive_int
+from ..validate import check_array, check_positive_int, renamed_args
 from ..masks import combine_masks
 from .band import band_attention, band_attention_backward, band_to_dense, dense_to_band
 from .multihead import MultiheadAttention
@@ -41,8 +41,9 @@ class SelfAttention(Module):
 
     def forward(self, x, key_padding_mask=None, attn_mask=None, need_weights=True,
                 average_attn_weights=True, is_causal=False):
-        return self.attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=need_weights,
-                         attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
+        with renamed_args(type(self).__name__, "MultiheadAttention", query="x", key="x", value="x"):
+            return self.attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                             attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
 
     def backward(self, grad_output):
         dq, dk, dv = self.attn.backward(grad_output)
@@ -56,8 +57,9 @@ class CausalSelfAttention(SelfAttention):
     """Masked (decoder) self-attention: position ``i`` attends only to ``j <= i``."""
 
     def forward(self, x, key_padding_mask=None, attn_mask=None, need_weights=True, average_attn_weights=True):
-        return self.attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=need_weights,
-                         attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=True)
+        with renamed_args(type(self).__name__, "MultiheadAttention", query="x", key="x", value="x"):
+            return self.attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                             attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=True)
 
 
 class LocalSelfAttention(SelfAttention):
@@ -158,8 +160,9 @@ class CrossAttention(Module):
 
     def forward(self, x_dec, x_enc, key_padding_mask=None, attn_mask=None, need_weights=True,
                 average_attn_weights=True):
-        return self.attn(x_dec, x_enc, x_enc, key_padding_mask=key_padding_mask, need_weights=need_weights,
-                         attn_mask=attn_mask, average_attn_weights=average_attn_weights)
+        with renamed_args("CrossAttention", "MultiheadAttention", query="x_dec", key="x_enc", value="x_enc"):
+            return self.attn(x_dec, x_enc, x_enc, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                             attn_mask=attn_mask, average_attn_weights=average_attn_weights)
 
     def backward(self, grad_output):
         dq, dk, dv = self.attn.backward(grad_output)

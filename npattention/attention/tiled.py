@@ -3,7 +3,7 @@
 The pair::
 
     context, cache = tiled_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                     need_weights=False, training=True, attn_bias=None, block_size=64)
+                                     need_weights=False, training=True, attn_bias=None, block_size=128)
     dq, dk, dv = tiled_attention_backward(dout, cache)
     dq, dk, dv, dbias = tiled_attention_backward(dout, cache)     # with an additive bias
 
@@ -46,9 +46,8 @@ Differences from the default path, on purpose:
 import math
 from dataclasses import dataclass
 
-from ..backend import get_rng, xp
+from ..backend import get_rng, sum_to_shape, xp
 from ..validate import broadcast_shapes, check_array, check_mask, check_positive_int, check_probability
-from .sdpa import _unbroadcast
 
 __all__ = ["TiledAttentionCache", "tiled_attention", "tiled_attention_backward", "tiled_dropout_mask"]
 
@@ -179,7 +178,7 @@ def tiled_dropout_mask(cache):
 
 
 def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                    need_weights=False, training=True, attn_bias=None, block_size=64):
+                    need_weights=False, training=True, attn_bias=None, block_size=128):
     """Forward of ``softmax(q k^T * scale + bias, mask) @ v``, one tile at a time; returns ``(context, cache)``.
 
     Arguments as in :func:`~npattention.attention.sdpa.scaled_dot_product_attention`;
@@ -311,6 +310,6 @@ def tiled_attention_backward(grad_output, cache):
             dk_j += xp.swapaxes(ds, -1, -2) @ q_i        # the cache holds q * scale: no extra factor
             if bias is not None:                        # scores = ... + bias  =>  dbias = ds, summed where it broadcast
                 tile = _tile_index(bias, i0, i1, j0, j1)
-                dbias[tile] += _unbroadcast(ds, tuple(dbias[tile].shape))
-    grads = (_unbroadcast(dq, tuple(q.shape)), _unbroadcast(dk, tuple(k.shape)), _unbroadcast(dv, tuple(v.shape)))
+                dbias[tile] += sum_to_shape(ds, tuple(dbias[tile].shape))
+    grads = (sum_to_shape(dq, tuple(q.shape)), sum_to_shape(dk, tuple(k.shape)), sum_to_shape(dv, tuple(v.shape)))
     return grads if dbias is None else grads + (dbias.reshape(cache.bias_shape),)

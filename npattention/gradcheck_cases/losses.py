@@ -14,6 +14,11 @@ def cross_entropy_cases(rng):
                (rng.normal((3, 4), scale=3.0), xp.asarray([3, -100, 1])), label="(3, 4) sum, one ignored")
     yield Case(CrossEntropyLoss(reduction="none"), (rng.normal((2, 2, 3)), xp.asarray([[0, 1], [2, -100]])),
                label="(2, 2, 3) none")
+    w = rng.uniform((6,), 0.2, 3.0)
+    yield Case(CrossEntropyLoss(weight=w, ignore_index=0, label_smoothing=0.2),
+               (rng.normal((2, 3, 6)), xp.asarray([[1, 0, 5], [3, 3, 0]])), label="(2, 3, 6) weight, ignore, smoothing")
+    yield Case(CrossEntropyLoss(weight=w[:4], reduction="none"), (rng.normal((3, 4)), xp.asarray([3, 0, 1])),
+               label="(3, 4) weight, none")
 
 
 @register("MSELoss")

@@ -31,6 +31,10 @@ def _sequence_cases(cls, rng, n_state):
     mask = xp.asarray([[False, False, False, True], [False, False, False, False]])
     yield Case(cls(2, 3, bidirectional=True), (rng.normal((2, 4, 2)),), kwargs={"mask": mask},
                label="bidirectional (2, 4, 2) -> 2x3, padding mask")
+    h0 = tuple(rng.normal((4, 2, 2)) for _ in range(n_state))
+    yield Case(cls(2, 2, bidirectional=True, num_layers=2, dropout=0.3), (rng.normal((2, 3, 2)),) + h0,
+               kwargs={"lengths": xp.asarray([3, 2])},
+               label="2 layers, bidirectional, dropout 0.3, initial state given", options={"max_entries": 30})
 
 
 @register("RNN")

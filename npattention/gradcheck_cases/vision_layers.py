@@ -3,6 +3,7 @@ from ..gradcheck import Case, register
 from ..vision.layers import (
     AdaptiveAvgPool2d,
     AdaptiveMaxPool2d,
+    AvgPool2d,
     BasicConv2d,
     BatchNorm2d,
     Conv1d,
@@ -60,6 +61,17 @@ def batchnorm_cases(rng):
     bn.weight.data = rng.normal((2,))
     yield Case(bn.eval(), (rng.normal((3, 2, 3, 3)),), label="eval (running stats)")
     yield Case(BatchNorm2d(2), (rng.normal((1, 2, 3, 5)),), label="train, batch of 1")
+    yield Case(BatchNorm2d(3, affine=False), (rng.normal((2, 3, 3, 2)),), label="affine=False, train")
+    yield Case(BatchNorm2d(2, track_running_stats=False).eval(), (rng.normal((2, 2, 3, 3)),),
+               label="track_running_stats=False, eval (batch stats)")
+
+
+@register("AvgPool2d")
+def avgpool_cases(rng):
+    yield Case(AvgPool2d(2), (rng.normal((2, 3, 4, 6)),), label="2x2 / 2")
+    yield Case(AvgPool2d(3, stride=2, padding=1), (rng.normal((2, 2, 7, 5)),), label="3x3 / 2 pad 1 (overlap)")
+    yield Case(AvgPool2d((3, 2), stride=1, padding=1, count_include_pad=False), (rng.normal((1, 2, 4, 3)),),
+               label="3x2 / 1 pad 1, count_include_pad=False")
 
 
 @register("Flatten")

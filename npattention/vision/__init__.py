@@ -19,7 +19,7 @@
 """
 from .channel import CBAM, ECA, ChannelAttention, PixelAttention, SEBasicBlock, SEBlock, SEInception, SpatialAttention, eca_kernel_size
 from ..data.glyphs import GLYPHS, make_glyphs
-from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, BasicConv2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
+from .layers import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BasicConv2d, BatchNorm2d, Conv1d, Conv2d, Flatten, MaxPool2d,
                      col2im, im2col)
 from .models import AttentionCNN
 from .multi_order import HighOrderAttention, MultiOrderDWConv, MultiOrderGatedAggregation

@@ -16,8 +16,8 @@ gamma = 2`` and a bias-free 1-D conv.
 """
 import math
 
-from ..backend import xp
-from ..layers import Linear
+from ..backend import sum_to_shape, xp
+from ..layers import Linear, sigmoid
 from ..module import Module
 from ..validate import check_positive_int
 from .layers import (
@@ -32,12 +32,6 @@ from .layers import (
 )
 from .layers import _onehot_argmax
 from .layers import downsample as _make_downsample
-
-
-def _sigmoid(z):
-    """Numerically stable logistic function ``1 / (1 + exp(-z))``."""
-    e = xp.exp(-abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype)
 
 
 def _relu(z):
@@ -75,7 +69,7 @@ class SEBlock(Module):
         _check_map(x, "SEBlock", self.channel)
         s = x.mean(axis=(2, 3))                      # squeeze: (B, C)
         z = self.fc1(s)                              # (B, C/r)
-        gate = _sigmoid(self.fc2(_relu(z)))          # excitation: (B, C) in (0, 1)
+        gate = sigmoid(self.fc2(_relu(z)))          # excitation: (B, C) in (0, 1)
         self.cache = (x, z, gate)
         self.last_gate = gate
         return x * gate[:, :, None, None]            # scale
@@ -220,7 +214,7 @@ class ChannelAttention(Module):
         pooled = xp.concatenate([self.avg_pool(x), self.max_pool(x)], axis=0)    # (2B, C, 1, 1)
         z = self.fc1(pooled)
         mlp = self.fc2(_relu(z))
-        gate = _sigmoid(mlp[:B] + mlp[B:])                                         # avg_out + max_out
+        gate = sigmoid(mlp[:B] + mlp[B:])                                         # avg_out + max_out
         self.cache = (z, gate)
         self.last_gate = gate
         return gate
@@ -257,7 +251,7 @@ class SpatialAttention(Module):
         avg = x.mean(axis=1, keepdims=True)
         is_max = _onehot_argmax(x, axis=1)
         mx = x.max(axis=1, keepdims=True)
-        gate = _sigmoid(self.conv1(xp.concatenate([avg, mx], axis=1)))
+        gate = sigmoid(self.conv1(xp.concatenate([avg, mx], axis=1)))
         self.cache = (x.shape[1], is_max, gate)
         self.last_gate = gate
         return gate
@@ -315,20 +309,14 @@ class CBAM(Module):
         first, second = self._stages()
         x, g1, x1, g2 = self.cache
         # out = x1 * g2(x1): x1 is reached directly and through the second gate
-        dg2 = _sum_to(grad_output * x1, g2.shape)
+        dg2 = sum_to_shape(grad_output * x1, g2.shape)
         dx1 = grad_output * g2 + second.backward(dg2)
         # x1 = x * g1(x): the same product rule one step earlier
-        dg1 = _sum_to(dx1 * x, g1.shape)
+        dg1 = sum_to_shape(dx1 * x, g1.shape)
         return dx1 * g1 + first.backward(dg1)
 
     def extra_repr(self):
         return f"order={self.order!r}"
-
-
-def _sum_to(a, shape):
-    """Sum ``a`` over the axes where ``shape`` has size 1 (the adjoint of broadcasting)."""
-    axes = tuple(i for i, (n, m) in enumerate(zip(a.shape, shape)) if m == 1 and n != 1)
-    return a.sum(axis=axes, keepdims=True) if axes else a
 
 
 # ---------------------------------------------------------------- ECA
@@ -363,7 +351,7 @@ class ECA(Module):
     def forward(self, x):
         _check_map(x, "ECA", self.channel)
         y = x.mean(axis=(2, 3))                                  # (B, C)
-        gate = _sigmoid(self.conv(y[:, None, :])[:, 0, :])       # channels as a 1-D signal
+        gate = sigmoid(self.conv(y[:, None, :])[:, 0, :])       # channels as a 1-D signal
         self.cache = (x, gate)
         self.last_gate = gate
         return x * gate[:, :, None, None]
@@ -394,7 +382,7 @@ class PixelAttention(Module):
 
     def forward(self, x):
         _check_map(x, "PixelAttention", self.channels)
-        gate = _sigmoid(self.conv(x))
+        gate = sigmoid(self.conv(x))
         self.cache = (x, gate)
         self.last_gate = gate
         return x * gate

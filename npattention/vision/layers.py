@@ -285,6 +285,57 @@ class MaxPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+class AvgPool2d(Module):
+    """Mean over each ``kernel_size`` window, moved by ``stride`` (default: ``kernel_size``).
+
+    As ``torch.nn.AvgPool2d``: ``padding`` adds zero borders; with
+    ``count_include_pad=True`` (default) every window is divided by ``kh * kw``, with
+    ``False`` by the number of real (non-padding) pixels in it.  ``ceil_mode`` is not
+    implemented (the output size rounds down).
+    Backward: each output gradient, divided by its window's divisor, is spread over the
+    window's pixels (``col2im`` adds where windows overlap).  cache: ``(x.shape, divisor)``.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        where = "AvgPool2d"
+        self.kernel_size = _pair(kernel_size, "kernel_size", where)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", where)
+        self.padding = _pair(padding, "padding", where, minimum=0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{where}: 'padding' must be at most half the kernel size "
+                             f"{self.kernel_size}, got {self.padding}")
+        if not isinstance(count_include_pad, bool):
+            raise TypeError(f"{where}: 'count_include_pad' must be True or False, got {count_include_pad!r}")
+        self.count_include_pad = count_include_pad
+
+    def forward(self, x):
+        B, C, H, W = _check_map(x, "AvgPool2d")
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ValueError(f"AvgPool2d: input {H}x{W} is smaller than the kernel {kh}x{kw}")
+        cols = im2col(x, self.kernel_size, self.stride, self.padding)       # (B, C, kh, kw, Ho, Wo)
+        if self.count_include_pad or not (ph or pw):
+            divisor = float(kh * kw)
+        else:  # real pixels per window: the same windows over an image of ones
+            ones = xp.ones((1, 1, H, W), dtype=x.dtype)
+            divisor = im2col(ones, self.kernel_size, self.stride, self.padding).sum(axis=(2, 3))[0, 0]  # (Ho, Wo)
+        self.cache = (x.shape, divisor)
+        return cols.sum(axis=(2, 3)) / divisor
+
+    def backward(self, grad_output):
+        x_shape, divisor = self.cache
+        B, C, Ho, Wo = grad_output.shape
+        kh, kw = self.kernel_size
+        # out = sum(window) / divisor: every pixel of the window gets grad / divisor
+        g = grad_output / divisor
+        dcols = xp.broadcast_to(g[:, :, None, None], (B, C, kh, kw, Ho, Wo))
+        return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + ("" if self.count_include_pad else ", count_include_pad=False"))
+
+
 class _AdaptivePool2d(Module):
     """Shared set-up: ``output_size`` ``(oh, ow)`` that must divide ``H`` and ``W``."""
 
@@ -360,46 +411,63 @@ class BatchNorm2d(Module):
     ``running = (1 - momentum) * running + momentum * batch``).  Eval: the running
     statistics are used instead, so the layer is a fixed per-channel affine map.
     ``weight`` (gamma) starts at 1, ``bias`` (beta) at 0.
+
+    As in ``torch.nn.BatchNorm2d``: ``affine=False`` drops gamma and beta (``weight`` and
+    ``bias`` are None, ``y = xhat``); ``track_running_stats=False`` keeps no running
+    statistics (no buffers) and normalises with the batch statistics in eval mode too.
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         where = "BatchNorm2d"
         self.num_features = check_positive_int(num_features, "num_features", where)
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"{where}: 'eps' must be a positive float, got {eps!r}")
         if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
             raise ValueError(f"{where}: 'momentum' must be a float in [0, 1], got {momentum!r}")
+        for name, flag in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{where}: {name!r} must be True or False, got {flag!r}")
         self.eps, self.momentum = float(eps), float(momentum)
-        self.weight = Parameter(xp.ones(num_features, dtype=xp.float32))
-        self.bias = Parameter(xp.zeros(num_features, dtype=xp.float32))
-        self.register_buffer("running_mean", xp.zeros(num_features, dtype=xp.float32))
-        self.register_buffer("running_var", xp.ones(num_features, dtype=xp.float32))
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = Parameter(xp.ones(num_features, dtype=xp.float32)) if affine else None
+        self.bias = Parameter(xp.zeros(num_features, dtype=xp.float32)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", xp.zeros(num_features, dtype=xp.float32))
+            self.register_buffer("running_var", xp.ones(num_features, dtype=xp.float32))
 
     def forward(self, x):
         B, _, H, W = _check_map(x, "BatchNorm2d", self.num_features)
-        if self.training:
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
             n = B * H * W
             if n < 2:
-                raise ValueError(f"BatchNorm2d: training needs more than one value per channel, got input {x.shape}")
+                raise ValueError(f"BatchNorm2d: normalising with batch statistics needs more than one value per "
+                                 f"channel, got input {x.shape}")
             mean = x.mean(axis=(0, 2, 3))
             var = x.var(axis=(0, 2, 3))
-            m = self.momentum
-            self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(self.running_mean.dtype)
-            self.running_var = ((1 - m) * self.running_var + m * var * n / (n - 1)).astype(self.running_var.dtype)
+            if self.training and self.track_running_stats:
+                m = self.momentum
+                self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(self.running_mean.dtype)
+                self.running_var = ((1 - m) * self.running_var + m * var * n / (n - 1)).astype(self.running_var.dtype)
         else:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         xhat = (x - mean[:, None, None]) * inv_std[:, None, None]
-        self.cache = (xhat, inv_std, self.training)
+        self.cache = (xhat, inv_std, batch_stats)
+        if not self.affine:
+            return xhat
         return self.weight.data[:, None, None] * xhat + self.bias.data[:, None, None]
 
     def backward(self, grad_output):
-        xhat, inv_std, training = self.cache
+        xhat, inv_std, batch_stats = self.cache
         g = grad_output
-        self.weight.grad += (g * xhat).sum(axis=(0, 2, 3))
-        self.bias.grad += g.sum(axis=(0, 2, 3))
-        dxhat = g * self.weight.data[:, None, None]
-        if not training:  # running statistics are constants
+        if self.affine:
+            self.weight.grad += (g * xhat).sum(axis=(0, 2, 3))
+            self.bias.grad += g.sum(axis=(0, 2, 3))
+            dxhat = g * self.weight.data[:, None, None]
+        else:
+            dxhat = g                                 # y = xhat
+        if not batch_stats:  # running statistics are constants
             return dxhat * inv_std[:, None, None]
         # mean and var depend on x: dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
         mean_d = dxhat.mean(axis=(0, 2, 3), keepdims=True)
@@ -407,7 +475,8 @@ class BatchNorm2d(Module):
         return inv_std[:, None, None] * (dxhat - mean_d - xhat * mean_dx)
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        extra = "".join(f", {k}=False" for k in ("affine", "track_running_stats") if not getattr(self, k))
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}{extra}"
 
 
 class Flatten(Module):
