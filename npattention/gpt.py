@@ -15,9 +15,10 @@ that cannot look ahead.  Training is next-token prediction: ``logits[:, t]`` pre
 ``idx[:, t + 1]``, all ``T`` positions in one pass thanks to the causal mask.
 
 Positions are learned (``P``, an :class:`Embedding` of ``block_size`` rows) by default;
-``positional="sinusoidal"`` adds the fixed table instead (scaled to the token embeddings'
-initial size, RMS 0.02 per entry: at full size, amplitude 1, it would swamp the 0.02-sized
-tokens -- the 2017 model multiplies the tokens by ``sqrt(d)`` instead), and ``"rope"``, ``"alibi"``,
+``positional="sinusoidal"`` adds the fixed table instead, times 0.1 (the tokens start at
+0.02: at amplitude 1 the table swamps them and the model of the length-generalisation demo
+did not learn at all, at the tokens' own size it learned too slowly; docs/modern_attention.md
+section 8 -- the 2017 model multiplies the tokens by ``sqrt(d)`` instead), and ``"rope"``, ``"alibi"``,
 ``"relative"`` put the positions inside every attention layer (nothing is added to the
 tokens; npattention/attention/positions.py), ``"none"`` uses no position code at all (the
 causal mask alone; a baseline).  With a
@@ -48,7 +49,7 @@ from .validate import check_array, check_positive_int, check_probability
 
 __all__ = ["GPT"]
 
-_SINUSOIDAL_SCALE = 0.02 * math.sqrt(2.0)   # the sinusoidal table's RMS per entry is 1/sqrt(2): -> 0.02
+_SINUSOIDAL_SCALE = 0.1   # amplitude of the fixed table next to token embeddings that start at 0.02
 
 
 class GPT(Module):
