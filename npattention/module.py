@@ -451,7 +451,10 @@ def _check_backward(module, grads, grad_output):
 
 
 class Sequential(Module):
-    """Modules applied one after another; backward runs them in reverse."""
+    """Modules applied one after another; backward runs them in reverse.
+
+    cache: none of its own; each layer keeps its own.
+    """
 
     def __init__(self, *layers):
         self.layers = list(layers)

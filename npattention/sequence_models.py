@@ -93,6 +93,7 @@ class ConvStack(Module):
     ``x (B, T, E)`` -> ``(B, T, H)``.  Each layer widens what a position sees by ``kernel - 1``
     positions (half on each side): the receptive field is ``1 + layers (kernel - 1)``.
     A local n-gram encoder in the notes' words.  ``kernel`` must be odd.
+    cache: only a flag that forward ran; the layers keep their own caches.
     """
 
     def __init__(self, in_features, out_features, kernel=3, layers=2):
@@ -182,6 +183,7 @@ class SequenceClassifier(Module):
     embeddings (``max_len``) -- without them it could not tell "3 back" from "5 back".
     ``encoder_options`` go to the encoder (``kernel``/``layers`` for the CNN, ``context`` for
     the window FC, ``nhead``/``dim_feedforward`` for self-attention).
+    cache: ``(h.shape, T)``, to spread the read-out's gradient back over the positions.
     """
 
     def __init__(self, vocab_size, num_classes, encoder="self_attention", readout="last", d_model=16, hidden=16,

@@ -165,3 +165,68 @@ def test_rnn_dropout_between_layers_only_in_training():
         GRU(3, 4, dropout=1.5)
     with pytest.raises(ValueError, match="GRU: 'x' has T = 0 steps"):
         gru(xp.zeros((2, 0, 3)))
+
+
+# ------------------------------------------------------------------ grid_sample modes and paddings
+def _torch_source_index(u, n, align, padding):
+    """PyTorch's grid_sampler_compute_source_index, written out for one coordinate."""
+    i = (u + 1) / 2 * (n - 1) if align else ((u + 1) * n - 1) / 2
+    if padding == "border":
+        i = min(max(i, 0), n - 1)
+    elif padding == "reflection":
+        lo2, hi2 = (0, 2 * (n - 1)) if align else (-1, 2 * n - 1)
+        if lo2 == hi2:
+            i = 0.0
+        else:
+            lo, span = lo2 / 2, (hi2 - lo2) / 2
+            d = abs(i - lo)
+            extra, flips = math.fmod(d, span), math.floor(d / span)
+            i = extra + lo if flips % 2 == 0 else span - extra + lo
+        i = min(max(i, 0), n - 1)
+    return i
+
+
+def grid_sample_reference(img, grid, mode, padding, align):
+    B, C, H, W = img.shape
+    _, Ho, Wo, _ = grid.shape
+    out = np.zeros((B, C, Ho, Wo))
+    for b in range(B):
+        for p in range(Ho):
+            for q in range(Wo):
+                x = _torch_source_index(grid[b, p, q, 0], W, align, padding)
+                y = _torch_source_index(grid[b, p, q, 1], H, align, padding)
+                if mode == "nearest":
+                    r, c = int(np.rint(y)), int(np.rint(x))
+                    if 0 <= r < H and 0 <= c < W:
+                        out[b, :, p, q] = img[b, :, r, c]
+                    continue
+                x0, y0 = math.floor(x), math.floor(y)
+                for r, c in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+                    if 0 <= r < H and 0 <= c < W:
+                        out[b, :, p, q] += (1 - abs(x - c)) * (1 - abs(y - r)) * img[b, :, r, c]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [False, True])
+def test_grid_sample_modes_and_paddings_match_torch_definition(mode, padding, align):
+    from npattention.vision.stn import grid_sample
+    rng = np.random.default_rng(4)
+    img, grid = rng.normal(size=(2, 3, 4, 5)), rng.uniform(-2.5, 2.5, size=(2, 3, 4, 2))
+    got = to_numpy(grid_sample(xp.asarray(img), xp.asarray(grid), mode, padding, align))
+    np.testing.assert_allclose(got, grid_sample_reference(img, grid, mode, padding, align), rtol=1e-12, atol=1e-12)
+
+
+def test_grid_sample_nan_grid_and_bad_options():
+    from npattention.vision.stn import grid_sample, grid_sample_backward
+    img, grid = xp.ones((1, 1, 3, 3)), xp.zeros((1, 2, 2, 2))
+    grid[0, 0, 1, 0] = xp.nan
+    out = to_numpy(grid_sample(img, grid))                 # no IndexError: NaN where the grid is NaN
+    assert np.isnan(out[0, 0, 0, 1]) and np.isfinite(np.delete(out.ravel(), 1)).all()
+    dimg, _ = grid_sample_backward(xp.ones((1, 1, 2, 2)), img, grid)
+    assert np.isnan(to_numpy(dimg)).any()                  # NaN propagates (anomaly mode names it)
+    with pytest.raises(ValueError, match="grid_sample: 'mode' must be 'bilinear' or 'nearest', got 'bicubic'"):
+        grid_sample(img, grid, mode="bicubic")
+    with pytest.raises(ValueError, match="grid_sample: 'padding_mode' must be 'zeros', 'border' or 'reflection'"):
+        grid_sample(img, grid, padding_mode="wrap")

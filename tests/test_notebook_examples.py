@@ -80,10 +80,12 @@ def test_text_does_not_type_the_worked_numbers(worked_example):
 
 @pytest.mark.parametrize("path", sorted(NB.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
 def test_notebooks_use_the_viz_colour_maps(path):
-    """One colour-map convention: no literal cmap names in notebooks except images and class colours."""
+    """One colour-map convention: a notebook names no colour map other than viz's (or class colours)."""
+    from npattention import viz
+
     src = "".join("".join(c["source"]) for c in _cells(path.name) if c["cell_type"] == "code")
-    categorical = {"gray", "tab10", "brg"}  # images and class colours are not heat maps
-    literal = set(re.findall(r"cmap\s*=\s*['\"](\w+)['\"]", src)) - categorical
+    allowed = {viz.CMAP, viz.CMAP_SIGNED, viz.CMAP_MASK, viz.CMAP_IMAGE, "tab10", "brg"}  # + class colours
+    literal = set(re.findall(r"cmap\s*=\s*['\"](\w+)['\"]", src)) - allowed
     assert not literal, f"{path.name}: use viz.CMAP / viz.CMAP_SIGNED / viz.CMAP_MASK, not {sorted(literal)}"
 
 
@@ -91,3 +93,14 @@ def test_notebooks_use_the_viz_colour_maps(path):
 def test_notebooks_print_no_progress_bars(path):
     src = "".join("".join(c["source"]) for c in _cells(path.name) if c["cell_type"] == "code")
     assert "progress=True" not in src and "tqdm" not in src, f"{path.name}: no progress bars in notebooks"
+
+
+def test_run_all_finds_every_notebook_in_order():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", NB / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    names = [p.name for p in run_all.notebooks()]
+    assert names == sorted(p.name for p in NB.glob("[0-9][0-9]_*.ipynb")) and len(names) >= 11
+    assert [p.name[:2] for p in run_all.notebooks(["07", "10"])] == ["07", "10"]

@@ -202,10 +202,10 @@ def test_bad_input_gives_clear_errors(rng):
         affine_grid(rng.normal((2, 6)), (2, 1, 4, 4))
     with pytest.raises(ValueError, match="'size' must be \\(B, C, H, W\\)"):
         affine_grid(rng.normal((2, 2, 3)), (2, 4, 4))
-    with pytest.raises(ValueError, match="mode='bilinear'"):
-        grid_sample(rng.normal((1, 1, 4, 4)), rng.normal((1, 2, 2, 2)), mode="nearest")
-    with pytest.raises(ValueError, match="padding_mode='zeros'"):
-        grid_sample(rng.normal((1, 1, 4, 4)), rng.normal((1, 2, 2, 2)), padding_mode="border")
+    with pytest.raises(ValueError, match="'mode' must be 'bilinear' or 'nearest'"):   # (modes: test_conventions.py)
+        grid_sample(rng.normal((1, 1, 4, 4)), rng.normal((1, 2, 2, 2)), mode="bicubic")
+    with pytest.raises(ValueError, match="'padding_mode' must be 'zeros', 'border' or 'reflection'"):
+        grid_sample(rng.normal((1, 1, 4, 4)), rng.normal((1, 2, 2, 2)), padding_mode="circular")
     with pytest.raises(TypeError, match="'align_corners' must be True or False"):
         grid_sample(rng.normal((1, 1, 4, 4)), rng.normal((1, 2, 2, 2)), align_corners=1)
     with pytest.raises(TypeError, match="'theta' must be a float array"):

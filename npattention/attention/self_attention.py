@@ -34,6 +34,7 @@ class SelfAttention(Module):
     ``forward(x (B, T, E), key_padding_mask=None, attn_mask=None, need_weights=True,
     average_attn_weights=True, is_causal=False)`` -> ``(out (B, T, E), weights)``;
     ``backward(dout)`` -> ``dx = dq + dk + dv``.  Parameters live in ``self.attn``.
+    cache: none of its own; the wrapped ``MultiheadAttention`` keeps it.
     """
 
     def __init__(self, embed_dim, num_heads=1, dropout=0.0, bias=True):
@@ -54,7 +55,10 @@ class SelfAttention(Module):
 
 
 class CausalSelfAttention(SelfAttention):
-    """Masked (decoder) self-attention: position ``i`` attends only to ``j <= i``."""
+    """Masked (decoder) self-attention: position ``i`` attends only to ``j <= i``.
+
+    cache: none of its own; the wrapped ``MultiheadAttention`` keeps it.
+    """
 
     def forward(self, x, key_padding_mask=None, attn_mask=None, need_weights=True, average_attn_weights=True):
         with renamed_args(type(self).__name__, "MultiheadAttention", query="x", key="x", value="x"):
@@ -78,6 +82,7 @@ class LocalSelfAttention(SelfAttention):
     ``O(T^2)`` array made only for the caller; pass ``need_weights=False`` on long sequences, or
     ``band_weights=True`` to get them in band layout ``(B, [H,] T, 2w + 1)`` (entry ``[i, o]`` is
     the weight of key ``i + o - w``).
+    cache: ``(x, band_cache)``: the input and the band attention's cache (the projections keep theirs).
     """
 
     def __init__(self, embed_dim, num_heads, window, dropout=0.0, bias=True, impl="auto"):
@@ -152,7 +157,9 @@ class LocalSelfAttention(SelfAttention):
 class CrossAttention(Module):
     """Encoder-decoder attention: queries from ``x_dec (B, L, E)``, keys and values from
     ``x_enc (B, S, enc_dim)``; ``backward(dout)`` -> ``(dx_dec, dx_enc)`` with
-    ``dx_enc = dkey + dvalue`` (the encoder output feeds both)."""
+    ``dx_enc = dkey + dvalue`` (the encoder output feeds both).
+    cache: none of its own; the wrapped ``MultiheadAttention`` keeps it.
+    """
 
     def __init__(self, embed_dim, num_heads=1, enc_dim=None, dropout=0.0, bias=True):
         enc_dim = embed_dim if enc_dim is None else check_positive_int(enc_dim, "enc_dim", "CrossAttention")

@@ -60,6 +60,20 @@ def _grid_sample_cases(rng):
         yield Case(GridSample(align_corners=ac), (rng.normal((B, C, H, W)), grid),
                    label=f"input {(B, C, H, W)}, grid {(B, Ho, Wo, 2)}, align_corners={ac}",
                    options={"max_entries": 30})
+    # modes and paddings: grid points off the integer and half-integer pixel positions (the
+    # kinks of floor, clipping, reflection and rounding)
+    for mode, padding, ac in (("bilinear", "border", False), ("bilinear", "reflection", False),
+                              ("bilinear", "reflection", True), ("nearest", "zeros", False),
+                              ("nearest", "reflection", True)):
+        H, W = 3, 4
+        while True:
+            grid = rng.uniform((1, 2, 3, 2), -1.6, 1.6, dtype=xp.float64)
+            pix = xp.stack([_to_pixels(grid[..., 0], W, ac)[0], _to_pixels(grid[..., 1], H, ac)[0]])
+            frac = 2 * pix - xp.floor(2 * pix)                      # position within a half pixel
+            if bool(to_numpy(xp.all((frac > 0.1) & (frac < 0.9)))):
+                break
+        yield Case(GridSample(align_corners=ac, mode=mode, padding_mode=padding), (rng.normal((1, 2, H, W)), grid),
+                   label=f"mode={mode}, padding_mode={padding}, align_corners={ac}", options={"max_entries": 30})
 
 
 def _perturbed_stn(rng, C, H, W, ac, **kw):

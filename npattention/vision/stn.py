@@ -15,7 +15,7 @@ are the *alignment* (a tiny, local, differentiable attention over pixels) and th
 weighted sum of the four neighbours is the *context*.
 
 ``align_corners`` (the same meaning as in PyTorch's ``affine_grid`` / ``grid_sample``)
------------------------------------------------------------------------------------
+--------------------------------------------------------------------------------------
 * ``False`` (default): ``-1`` and ``+1`` are the **outer edges** of the border pixels, so
   pixel ``i`` of ``n`` has its centre at ``(2i + 1)/n - 1`` and a normalised coordinate
   ``u`` maps to pixel index ``((u + 1) n - 1)/2``.  Resolution-independent.
@@ -39,7 +39,7 @@ def _check_size(size, where):
         size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
         raise TypeError(f"{where}: 'size' must be a tuple (B, C, H, W) of ints, got {size!r}") from None
-    if len(size) != 4 or min(size) <= 0:
+    if len(size) != 4 or min(size[1:]) <= 0 or size[0] < 0:   # B = 0 (an empty batch) is fine
         raise ValueError(f"{where}: 'size' must be (B, C, H, W) with 4 positive ints "
                          f"(only 2-D affine grids are supported), got {size}")
     return size
@@ -85,15 +85,58 @@ def _to_pixels(u, n, align_corners):
     return xp.where(close, nearest, index), slope
 
 
-def _bilinear_taps(grid, H, W, align_corners):
+def _reflect(index, twice_low, twice_high):
+    """Reflect ``index`` into ``[low, high]`` (PyTorch's ``reflect_coordinates``); returns
+    the reflected index and its derivative (+1 or -1)."""
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    if span <= 0:   # a 1-pixel axis: everything maps to pixel 0
+        return xp.zeros_like(index), xp.zeros_like(index)
+    shifted = index - low
+    sign_in = xp.where(shifted < 0, -1.0, 1.0)          # d|u|/du
+    dist = xp.abs(shifted)
+    flips = xp.floor(dist / span)
+    extra = dist - flips * span                          # fmod(dist, span)
+    even = (flips % 2) == 0
+    out = xp.where(even, extra + low, span - extra + low)
+    return out, (sign_in * xp.where(even, 1.0, -1.0)).astype(index.dtype)
+
+
+def _padded_index(u, n, align_corners, padding_mode):
+    """Normalised coordinate -> pixel index after ``padding_mode``, and ``d index / d u``
+    (a number, or an array when the padding clips or reflects).
+
+    * ``"zeros"``: the index as is (reads outside the image give 0);
+    * ``"border"``: clipped to ``[0, n - 1]`` (derivative 0 where it was clipped);
+    * ``"reflection"``: reflected at the border (about the border pixels' centres with
+      ``align_corners=True``, about the image edges ``-0.5`` and ``n - 0.5`` otherwise),
+      then clipped, as ``torch.nn.functional.grid_sample``.
+    """
+    index, slope = _to_pixels(u, n, align_corners)
+    if padding_mode == "zeros":
+        return index, slope
+    d = xp.ones_like(index)
+    if padding_mode == "reflection":
+        index, d = _reflect(index, 0.0, 2.0 * (n - 1)) if align_corners else _reflect(index, -1.0, 2.0 * n - 1)
+    clipped = xp.clip(index, 0, n - 1)
+    d = xp.where((index < 0) | (index > n - 1), 0.0, d).astype(index.dtype)   # PyTorch: grad 0 outside
+    return clipped, slope * d
+
+
+def _as_index(value, n):
+    """Float pixel positions -> int indices clipped into ``[0, n)`` (NaN/inf -> 0: the
+    result is masked by ``inside`` and its NaN weight, so NaN propagates, no IndexError)."""
+    return xp.clip(xp.where(xp.isfinite(value), value, 0), 0, n - 1).astype(xp.int64)
+
+
+def _bilinear_taps(grid, H, W, align_corners, padding_mode="zeros"):
     """The four neighbours of every sampling point.
 
     Returns ``(taps, slope_x, slope_y)`` where each tap is
     ``(row, col, weight, inside, d weight/d ix, d weight/d iy)``, all ``(B, H_out, W_out)``;
     ``row``/``col`` are clipped into the image (their values only matter where ``inside``).
     """
-    ix, slope_x = _to_pixels(grid[..., 0], W, align_corners)
-    iy, slope_y = _to_pixels(grid[..., 1], H, align_corners)
+    ix, slope_x = _padded_index(grid[..., 0], W, align_corners, padding_mode)
+    iy, slope_y = _padded_index(grid[..., 1], H, align_corners, padding_mode)
     x0, y0 = xp.floor(ix), xp.floor(iy)
     fx, fy = ix - x0, iy - y0  # position inside the cell, in [0, 1)
     taps = []
@@ -101,11 +144,18 @@ def _bilinear_taps(grid, H, W, align_corners):
     for dy, wy, dwy in ((0, 1 - fy, -1.0), (1, fy, 1.0)):
         for dx, wx, dwx in ((0, 1 - fx, -1.0), (1, fx, 1.0)):
             col, row = x0 + dx, y0 + dy
-            inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)  # zeros padding
-            row_i = xp.clip(row, 0, H - 1).astype(xp.int64)
-            col_i = xp.clip(col, 0, W - 1).astype(xp.int64)
-            taps.append((row_i, col_i, wy * wx, inside, dwx * wy, dwy * wx))
+            inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)  # zeros outside
+            taps.append((_as_index(row, H), _as_index(col, W), wy * wx, inside, dwx * wy, dwy * wx))
     return taps, slope_x, slope_y
+
+
+def _nearest_tap(grid, H, W, align_corners, padding_mode):
+    """``(row, col, inside)`` of the nearest pixel (rounding half to even, as PyTorch's ``nearbyint``)."""
+    ix, _ = _padded_index(grid[..., 0], W, align_corners, padding_mode)
+    iy, _ = _padded_index(grid[..., 1], H, align_corners, padding_mode)
+    col, row = xp.rint(ix), xp.rint(iy)
+    inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)
+    return _as_index(row, H), _as_index(col, W), inside & xp.isfinite(ix) & xp.isfinite(iy)
 
 
 # --------------------------------------------------------------------------- affine_grid
@@ -140,54 +190,71 @@ def affine_grid_backward(grad_grid, size, align_corners=False):
 
 # --------------------------------------------------------------------------- grid_sample
 def _check_sample_inputs(input, grid, where, mode, padding_mode):
-    if mode != "bilinear":
-        raise ValueError(f"{where}: only mode='bilinear' is implemented, got {mode!r}")
-    if padding_mode != "zeros":
-        raise ValueError(f"{where}: only padding_mode='zeros' is implemented, got {padding_mode!r}")
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"{where}: 'mode' must be 'bilinear' or 'nearest', got {mode!r}")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"{where}: 'padding_mode' must be 'zeros', 'border' or 'reflection', got {padding_mode!r}")
     dims = {}
     check_array(input, "input", where, shape=("B", "C", "H", "W"), dims=dims)
     check_array(grid, "grid", where, shape=("B", "H_out", "W_out", 2), dims=dims)
 
 
 def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
-    """Bilinear sampling with zeros padding, as ``torch.nn.functional.grid_sample``.
+    """Sample ``input`` at the points of ``grid``, as ``torch.nn.functional.grid_sample``.
 
     ``input``: ``(B, C, H, W)``; ``grid``: ``(B, H_out, W_out, 2)`` normalised ``(x, y)``.
-    Returns ``(B, C, H_out, W_out)``:
+    Returns ``(B, C, H_out, W_out)``.  ``mode="bilinear"``:
     ``out[b, :, p] = sum over the 4 neighbours (r, c) of w_rc * input[b, :, r, c]``,
-    with ``w_rc = (1 - |ix - c|)(1 - |iy - r|)`` and neighbours outside the image read as 0.
+    with ``w_rc = (1 - |ix - c|)(1 - |iy - r|)``; ``mode="nearest"``: the pixel nearest to
+    ``(ix, iy)``.  ``padding_mode``: ``"zeros"`` (reads outside the image give 0),
+    ``"border"`` (coordinates clipped to the border pixels) or ``"reflection"``
+    (coordinates reflected at the border); see :func:`_padded_index`.  A NaN in the
+    grid gives NaN in its output pixel (find it with ``detect_anomaly``), never an IndexError.
     """
     where = "grid_sample"
     _check_sample_inputs(input, grid, where, mode, padding_mode)
     B, C, H, W = input.shape
-    taps, _, _ = _bilinear_taps(grid, H, W, _check_align(align_corners, where))
+    align_corners = _check_align(align_corners, where)
     image = input.transpose(0, 2, 3, 1)  # (B, H, W, C): one gather fetches all channels
     b = xp.arange(B)[:, None, None]
+    if mode == "nearest":
+        row, col, inside = _nearest_tap(grid, H, W, align_corners, padding_mode)
+        out = inside[..., None] * image[b, row, col]
+        return out.transpose(0, 3, 1, 2).astype(input.dtype, copy=False)
+    taps, _, _ = _bilinear_taps(grid, H, W, align_corners, padding_mode)
     out = 0
     for row, col, weight, inside, _, _ in taps:  # the 4 corners
         out = out + (weight * inside)[..., None] * image[b, row, col]
     return out.transpose(0, 3, 1, 2).astype(input.dtype, copy=False)
 
 
-def grid_sample_backward(grad_output, input, grid, align_corners=False):
-    """``(dL/dinput, dL/dgrid)`` of :func:`grid_sample` (bilinear, zeros padding).
+def grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bilinear", padding_mode="zeros"):
+    """``(dL/dinput, dL/dgrid)`` of :func:`grid_sample`.
 
     * to the input: each output value came from 4 pixels with weights ``w``, so each
       pixel receives ``w * grad`` from every sampling point that read it -- a
       scatter-add (:func:`npattention.backend.add_at`), since pixels repeat;
     * to the grid: ``out`` is linear in ``ix`` within a cell, with slope
-      ``sum_corners (d w / d ix) * value``; then ``d ix / d grid_x`` is the constant
-      slope of the unnormalisation (``W/2`` or ``(W-1)/2``), likewise for ``y``.
+      ``sum_corners (d w / d ix) * value``; then ``d ix / d grid_x`` is the slope of the
+      unnormalisation (``W/2`` or ``(W-1)/2``) times that of the padding (``0`` where
+      ``"border"`` clipped, ``-1`` where ``"reflection"`` mirrored), likewise for ``y``.
+    * ``mode="nearest"``: the output is piecewise constant in the grid, so ``dL/dgrid = 0``
+      (as PyTorch); the input gets ``grad`` at the pixel that was read.
     """
     where = "grid_sample_backward"
-    _check_sample_inputs(input, grid, where, "bilinear", "zeros")
+    _check_sample_inputs(input, grid, where, mode, padding_mode)
     B, C, H, W = input.shape
     check_array(grad_output, "grad_output", where, shape=(B, C) + tuple(grid.shape[1:3]))
-    taps, slope_x, slope_y = _bilinear_taps(grid, H, W, _check_align(align_corners, where))
+    align_corners = _check_align(align_corners, where)
     image = input.transpose(0, 2, 3, 1)  # (B, H, W, C)
     g = grad_output.transpose(0, 2, 3, 1)  # (B, H_out, W_out, C)
-    b = xp.broadcast_to(xp.arange(B)[:, None, None], taps[0][0].shape)
+    b = xp.broadcast_to(xp.arange(B)[:, None, None], grid.shape[:3])
     grad_image = xp.zeros_like(image)
+    if mode == "nearest":   # out = inside * image[row, col]
+        row, col, inside = _nearest_tap(grid, H, W, align_corners, padding_mode)
+        add_at(grad_image, (b, row, col), inside[..., None] * g)
+        return grad_image.transpose(0, 3, 1, 2), xp.zeros_like(grid)
+    taps, slope_x, slope_y = _bilinear_taps(grid, H, W, align_corners, padding_mode)
     grad_ix = xp.zeros(grid.shape[:3], dtype=grid.dtype)
     grad_iy = xp.zeros(grid.shape[:3], dtype=grid.dtype)
     for row, col, weight, inside, dw_dix, dw_diy in taps:
@@ -203,7 +270,10 @@ def grid_sample_backward(grad_output, input, grid, align_corners=False):
 
 # --------------------------------------------------------------------------- modules
 class AffineGrid(Module):
-    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``."""
+    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``.
+
+    cache: ``size``, the output grid's ``(B, 1, H, W)``.
+    """
 
     def __init__(self, height, width, align_corners=False):
         self.height = check_positive_int(height, "height", "AffineGrid")
@@ -223,21 +293,26 @@ class AffineGrid(Module):
 
 
 class GridSample(Module):
-    """Module form of :func:`grid_sample`: ``(input, grid) -> output``; backward -> ``(d input, d grid)``."""
+    """Module form of :func:`grid_sample`: ``(input, grid) -> output``; backward -> ``(d input, d grid)``.
 
-    def __init__(self, align_corners=False):
+    ``mode`` (``"bilinear"``, ``"nearest"``) and ``padding_mode`` (``"zeros"``, ``"border"``,
+    ``"reflection"``) as in :func:`grid_sample`.  cache: ``(input, grid)``."""
+
+    def __init__(self, align_corners=False, mode="bilinear", padding_mode="zeros"):
         self.align_corners = _check_align(align_corners, "GridSample")
+        _check_sample_inputs(xp.zeros((1, 1, 1, 1)), xp.zeros((1, 1, 1, 2)), "GridSample", mode, padding_mode)
+        self.mode, self.padding_mode = mode, padding_mode
 
     def forward(self, input, grid):
         self.cache = (input, grid)
-        return grid_sample(input, grid, align_corners=self.align_corners)
+        return grid_sample(input, grid, self.mode, self.padding_mode, align_corners=self.align_corners)
 
     def backward(self, grad_output):
         input, grid = self.cache
-        return grid_sample_backward(grad_output, input, grid, self.align_corners)
+        return grid_sample_backward(grad_output, input, grid, self.align_corners, self.mode, self.padding_mode)
 
     def extra_repr(self):
-        return f"align_corners={self.align_corners}"
+        return f"align_corners={self.align_corners}, mode={self.mode!r}, padding_mode={self.padding_mode!r}"
 
 
 class SpatialTransformer(Module):
@@ -253,6 +328,7 @@ class SpatialTransformer(Module):
 
     backward returns ``dL/dx`` along both paths: through the sampler (the pixels that were
     read) and through the localisation net (how moving the grid changes the loss).
+    cache: ``(x, h, grid)``: the input, the localisation net's output and the sampling grid.
     """
 
     def __init__(self, in_channels, height, width, hidden=32, align_corners=False, output_size=None):
@@ -277,7 +353,7 @@ class SpatialTransformer(Module):
 
         It runs the layers' forward passes (and so replaces their caches): call
         :meth:`forward` again before a :meth:`backward`."""
-        h = xp.tanh(self.fc1(x.reshape(x.shape[0], -1)))
+        h = xp.tanh(self.fc1(x.reshape(x.shape[0], self.fc1.in_features)))   # (B = 0 works too)
         return self.fc2(h).reshape(-1, 2, 3), h
 
     def forward(self, x):
