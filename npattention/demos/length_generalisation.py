@@ -113,7 +113,7 @@ def plot(results, ax=None, train_len=32, window=4):
     ax.set_xlabel("position of the predicted token")
     ax.set_ylabel("next-token accuracy")
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="center right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="position code")
     ax.set_title(f"Length generalisation: trained on lengths <= {train_len}, tested on 128")
     return ax
 
