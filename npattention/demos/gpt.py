@@ -33,6 +33,7 @@ from ..gpt import GPT
 from ..losses import CrossEntropyLoss
 from ..optim import AdamW, WarmupCosine, clip_grad_norm_
 from ..softmax import log_softmax
+from . import positive_int
 
 #: model and schedule; "full" is about a minute on 2 shared cores, "fast" a few seconds
 PRESETS = {
@@ -194,7 +195,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m npattention demo gpt",
                                      description="Train a character-level GPT on a toy grammar (CPU).")
     parser.add_argument("--fast", action="store_true", help="smaller model and fewer steps: a few seconds")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: per preset)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: per preset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("npattention-output", "gpt"), help="folder for the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
