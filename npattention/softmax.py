@@ -39,6 +39,9 @@ def softmax(scores, axis=-1, mask=None, out=None):
     if isinstance(axis, bool) or not isinstance(axis, int) or not -scores.ndim <= axis < max(scores.ndim, 1):
         raise ValueError(f"softmax: 'axis' must be an int in [-{scores.ndim}, {scores.ndim}) for scores of shape "
                          f"{tuple(scores.shape)}, got {axis!r}")
+    if scores.shape[axis] == 0 if scores.ndim else False:
+        raise ValueError(f"softmax: 'scores' has size 0 along axis {axis} (shape {tuple(scores.shape)}): a softmax "
+                         "over no entries is undefined")
     check_mask(mask, "mask", "softmax", tuple(scores.shape))
     if out is None:   # a fresh float array (integer scores give float64, as np.exp would)
         out = scores.copy() if scores.dtype.kind == "f" else scores.astype(xp.result_type(scores.dtype, 1.0))

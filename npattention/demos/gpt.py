@@ -16,8 +16,9 @@ code.  The demo reports, on held-out text and on sampled text:
   from the bigram model, and how many accepted lines are new (not in the training text);
 * a few samples at several temperatures, and the attention maps of a generated line.
 
-Figures in ``--out`` (default ``npattention-output/gpt``): ``attention.png`` (every head of
-every block for one generated line), ``training_curve.png``.  The functions here
+Written to ``--out`` (default ``npattention-output/gpt``): ``checkpoint.npz`` (weights, config
+and vocabulary), ``attention.png`` (every head of every block for one generated line),
+``training_curve.png``.  The functions here
 (:func:`run`, :func:`bigram_model`, :func:`structure_score`) are reused by the tests and the
 decoding notebook.
 """
@@ -33,6 +34,7 @@ from ..gpt import GPT
 from ..losses import CrossEntropyLoss
 from ..optim import AdamW, WarmupCosine, clip_grad_norm_
 from ..softmax import log_softmax
+from . import positive_int
 
 #: model and schedule; "full" is about a minute on 2 shared cores, "fast" a few seconds
 PRESETS = {
@@ -194,7 +196,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m npattention demo gpt",
                                      description="Train a character-level GPT on a toy grammar (CPU).")
     parser.add_argument("--fast", action="store_true", help="smaller model and fewer steps: a few seconds")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: per preset)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: per preset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("npattention-output", "gpt"), help="folder for the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -244,5 +246,10 @@ def main(argv=None):
     path_curve = os.path.join(args.out, "training_curve.png")
     fig.savefig(path_curve, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    print(f"\nsaved attention.png (the line {line!r}) and training_curve.png in {os.path.abspath(args.out)}")
+    from ..checkpoint import save_checkpoint
+
+    save_checkpoint(os.path.join(args.out, "checkpoint.npz"), model, config=model.config, vocab=vocab.state(),
+                    bits_per_char=r["bpc"], structure_score=r["structure"])
+    print(f"\nsaved checkpoint.npz, attention.png (the line {line!r}) and training_curve.png in "
+          f"{os.path.abspath(args.out)}")
     return 0
