@@ -27,7 +27,7 @@ import math
 import os
 import time
 
-from ..backend import Generator, manual_seed, to_numpy, xp
+from ..backend import Generator, add_at, manual_seed, to_numpy, xp
 from ..data.grammar import accepts, char_vocab, make_grammar_text
 from ..decoding import generate
 from ..gpt import GPT
@@ -63,7 +63,7 @@ def bigram_model(stream, vocab_size):
     counts = xp.zeros((vocab_size, vocab_size))
     seen = xp.zeros(vocab_size, dtype=bool)
     seen[stream] = True
-    xp.add.at(counts, (stream[:-1], stream[1:]), 1.0)
+    add_at(counts, (stream[:-1], stream[1:]), 1.0)
     counts = counts + seen[None, :]                 # add-one over the seen characters
     probs = counts / counts.sum(axis=1, keepdims=True)
     return xp.log(xp.where(probs > 0, probs, 1.0)) + xp.where(probs > 0, 0.0, -xp.inf)   # log 0 = -inf, no warning
