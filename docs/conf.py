@@ -99,8 +99,9 @@ NB_DST = DOCS / "notebooks"
 def _site_links(text, where):
     """Rewrite GitHub-relative links to the site's layout."""
     if where == "notebooks":  # a notebook in notebooks/ links to ../docs/page.md
-        return text.replace("](../docs/", "](../")
-    return text.replace("](../notebooks/", "](notebooks/")  # a docs page links to ../notebooks/x.ipynb
+        return text.replace("](../docs/README.md", "](../index.md").replace("](../docs/", "](../")
+    # a docs page links to ../notebooks/x.ipynb
+    return text.replace("](../notebooks/README.md", "](notebooks/index.md").replace("](../notebooks/", "](notebooks/")
 
 
 def _write_if_changed(path, text):
