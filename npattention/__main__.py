@@ -12,6 +12,7 @@ DEMOS = {
     "stn": "npattention.demos.stn",
     "why": "npattention.demos.why_self_attention",
     "gpt": "npattention.demos.gpt",
+    "length": "npattention.demos.length_generalisation",
 }
 DEFAULT_DEMO = "transformer"
 

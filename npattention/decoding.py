@@ -32,7 +32,8 @@ be chosen before the tokens it depends on.  Three ideas, each in its own section
    log-probability; a hypothesis that emits ``<eos>`` is finished and scored
    ``log p(y) / lp(|y|)`` with the length penalty ``lp(L) = L^alpha``; batched over
    sources and beams.  It works with anything that has ``step``/``reorder``; width 1 is
-   greedy decoding.  :func:`beam_search_transformer` is the Transformer shortcut.
+   greedy decoding.  Shortcuts: :func:`beam_search_transformer`, :func:`beam_search_gpt` and
+   :func:`beam_search_seq2seq` (the RNN encoder-decoders, through :class:`Seq2SeqDecoderState`).
 
 Models run in eval mode (no dropout); their mode is restored afterwards.  This module
 adds no parameters: the steps read the layers' own weights, so a trained model decodes
@@ -63,6 +64,9 @@ __all__ = [
     "BeamSearchResult",
     "beam_search",
     "beam_search_transformer",
+    "beam_search_gpt",
+    "Seq2SeqDecoderState",
+    "beam_search_seq2seq",
 ]
 
 
@@ -503,8 +507,10 @@ class BeamSearchResult:
     ``tokens`` ``(B, L)``: the best hypothesis per source (without ``<sos>``; ``<eos>`` if it
     ended, then ``<pad>``); ``scores`` ``(B,)``: its score ``log p / lp(length)``;
     ``hypotheses``: per source, the finished hypotheses ``(score, log_prob, token list)``
-    best first; ``trace``: per step, ``(parents (B, k), tokens (B, k), log_probs (B, k))``
-    of the live beams (host arrays), for drawing the search tree.
+    best first; ``trace``: per step, ``(parents (B, k), tokens (B, k), log_probs (B, k),
+    ended)`` -- the live beams after the step (host arrays; beam ``j`` extends beam
+    ``parents[b, j]`` of the step before) and ``ended[b]``, a list of ``(parent, log_prob)``
+    of the beams that emitted ``<eos>`` at this step -- for drawing the search tree.
     """
 
     tokens: object
@@ -520,7 +526,7 @@ def length_penalty(length, alpha):
 
 
 def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_idx=Vocab.EOS,
-                pad_idx=Vocab.PAD, alpha=0.0, num_return=1):
+                pad_idx=Vocab.PAD, alpha=0.0, num_return=1, prompt=None):
     """Batched beam search over any decoder ``state`` with ``step(tokens (B*k,)) -> logits
     (B*k, 1, V)`` and ``reorder(index)``, built for ``B * k`` rows (row ``b*k + j`` is beam
     ``j`` of source ``b``).
@@ -534,6 +540,10 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
     (log-probabilities only fall, so a beam's best possible final score is its log-prob
     over ``lp(max_len)``), or after ``max_len`` tokens (live beams are then finished
     without ``<eos>``).  Width 1 with ``alpha = 0`` is greedy decoding.
+
+    The first step feeds ``<sos>`` to every row, or ``prompt`` ``(B, n)`` ids (each source's
+    prompt to all of its beams; a decoder-only model's context).  The returned tokens and
+    lengths count only what comes after it.
 
     Returns a :class:`BeamSearchResult`.
     """
@@ -549,7 +559,7 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
     finished = [[] for _ in range(B)]                              # (score, log_prob, tokens)
     done = [False] * B
     trace = []
-    token = xp.full(B * k, sos_idx, dtype=xp.int64)
+    token = xp.full(B * k, sos_idx, dtype=xp.int64) if prompt is None else xp.repeat(prompt, k, axis=0)
     lp_max = length_penalty(max_len, alpha)
     for _ in range(max_len):   # one token per step for every beam
         logp = log_softmax(state.step(token)[:, -1].astype(xp.float64))   # (B*k, V)
@@ -558,9 +568,10 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
         top = xp.argsort(-cand, axis=-1, kind="stable")[:, :2 * k]         # best 2k of k*V
         top_lp = to_numpy(xp.take_along_axis(cand, top, axis=-1))
         top = to_numpy(top)
-        parents, tokens, new_lp = [], [], []
+        parents, tokens, new_lp, ended = [], [], [], []
         for b in range(B):   # bookkeeping per source (a few Python ops per candidate)
             keep_p, keep_t, keep_lp = [], [], []
+            ended.append([])
             if not done[b]:
                 for rank, (c, lp_c) in enumerate(zip(top[b], top_lp[b])):
                     parent, tok = divmod(int(c), V)
@@ -570,6 +581,7 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
                         if rank < k:   # an <eos> ranked below k would not have survived anyway
                             hyp = beam_tokens[b][parent] + [tok]
                             finished[b].append((lp_c / length_penalty(len(hyp), alpha), float(lp_c), hyp))
+                            ended[b].append((parent, float(lp_c)))
                         continue
                     keep_p.append(parent)
                     keep_t.append(tok)
@@ -593,7 +605,7 @@ def beam_search(state, batch_size, beam_width, max_len, sos_idx=Vocab.SOS, eos_i
             tokens.append(keep_t)
             new_lp.append(keep_lp)
         parents_a = xp.asarray(parents, dtype=xp.int64)                  # (B, k)
-        trace.append((to_numpy(parents_a), to_numpy(xp.asarray(tokens)), to_numpy(xp.asarray(new_lp))))
+        trace.append((to_numpy(parents_a), to_numpy(xp.asarray(tokens)), to_numpy(xp.asarray(new_lp)), ended))
         if all(done):
             break
         beam_lp = xp.asarray(new_lp)
@@ -632,6 +644,74 @@ def beam_search_transformer(model, src, max_len, beam_width=4, alpha=0.0, src_ke
             state = _RecomputeTransformerState(model, src, src_key_padding_mask, beam_width)
         return beam_search(state, src.shape[0], beam_width, max_len, sos_idx, eos_idx, model.pad_idx, alpha,
                            num_return)
+
+
+def beam_search_gpt(model, prompt, max_new_tokens, beam_width=4, alpha=0.0, eos_idx=None, num_return=1):
+    """Beam search continuing ``prompt (B, n)`` with a :class:`~npattention.gpt.GPT` (KV cache).
+
+    ``eos_idx`` ends a hypothesis (e.g. the id of ``"\\n"`` for line-by-line text; None:
+    every hypothesis runs ``max_new_tokens``).  Returns a :class:`BeamSearchResult` whose
+    tokens are the continuations (without the prompt).
+    """
+    check_array(prompt, "prompt", "beam_search_gpt", shape=(None, None), dtype="int")
+    check_positive_int(beam_width, "beam_width", "beam_search_gpt")
+    B, n = prompt.shape
+    if n + max_new_tokens > model.block_size:
+        raise ValueError(f"beam_search_gpt: prompt length {n} + 'max_new_tokens' {max_new_tokens} exceeds the "
+                         f"model's 'block_size' {model.block_size}")
+    pad = model.pad_idx if model.pad_idx is not None else 0
+    with _eval_mode(model):
+        state = GPTState(model, B * beam_width, n + max_new_tokens)
+        return beam_search(state, B, beam_width, max_new_tokens, eos_idx=-1 if eos_idx is None else eos_idx,
+                           pad_idx=pad, alpha=alpha, num_return=num_return, prompt=prompt)
+
+
+class Seq2SeqDecoderState:
+    """Step-by-step decoding of an RNN :class:`~npattention.seq2seq.Seq2Seq` (any attention),
+    in the ``step``/``reorder`` form of :func:`beam_search`.
+
+    ``Seq2SeqDecoderState(model, src (B, S), src_lengths=None, repeat=1)`` runs the encoder
+    once and the decoder's ``start`` (what is computed once per source, e.g. Bahdanau's
+    projected keys); ``repeat=k`` copies every source ``k`` times for the beams.  The state
+    carried from step to step is the RNN's hidden state ``(h,)`` or ``(h, c)``: no cache is
+    needed, the recurrence *is* the summary of the prefix.  ``step(tokens (N,)) -> logits
+    (N, 1, V)``; ``reorder(index)`` picks the hidden states (and memory rows) of the parents.
+    ``weights``: the last step's attention weights ``(N, S)`` (None without attention).
+    """
+
+    def __init__(self, model, src, src_lengths=None, repeat=1):
+        from .seq2seq import select_rows
+
+        check_array(src, "src", "Seq2SeqDecoderState", shape=(None, None), dtype="int")
+        check_positive_int(repeat, "repeat", "Seq2SeqDecoderState")
+        self._select = select_rows
+        self.decoder = model.decoder
+        enc_out, enc_state, mask = model._encode(src, src_lengths)
+        memory, state = model.decoder.start(enc_out, *enc_state, src_mask=mask)
+        rows = xp.repeat(xp.arange(src.shape[0]), repeat)
+        self.memory, self.state = select_rows(memory, rows), select_rows(state, rows)
+        self.weights = None
+
+    def step(self, tokens):
+        tokens = tokens.reshape(-1) if tokens.ndim == 2 and tokens.shape[1] == 1 else tokens
+        logits, self.state, self.weights = self.decoder.step(tokens, self.state, self.memory)
+        return logits[:, None]
+
+    def reorder(self, index):
+        self.state = self._select(self.state, index)
+        self.memory = self._select(self.memory, index)
+
+
+def beam_search_seq2seq(model, src, src_lengths=None, max_len=20, beam_width=4, alpha=0.0, sos_idx=Vocab.SOS,
+                        eos_idx=Vocab.EOS, pad_idx=Vocab.PAD, num_return=1):
+    """Beam search for an RNN :class:`~npattention.seq2seq.Seq2Seq` (Bahdanau, Luong, location
+    or no attention): every source gets ``beam_width`` beams, decoded as one batch.  Returns a
+    :class:`BeamSearchResult` (tokens: ``<eos>`` then ``<pad>`` after each output).  Width 1
+    gives :meth:`Seq2Seq.greedy_decode`'s tokens (which repeats ``<eos>`` instead of ``<pad>``)."""
+    check_positive_int(beam_width, "beam_width", "beam_search_seq2seq")
+    with _eval_mode(model):
+        state = Seq2SeqDecoderState(model, src, src_lengths, repeat=beam_width)
+        return beam_search(state, src.shape[0], beam_width, max_len, sos_idx, eos_idx, pad_idx, alpha, num_return)
 
 
 class _RecomputeTransformerState:

@@ -13,8 +13,8 @@ backward are in ``docs/layers.md``; the rules all layers follow are in ``docs/co
 ``Tanh``           ``tanh(x)``
 ``Sigmoid``        ``1 / (1 + exp(-x))``
 ``SiLU``           ``x sigmoid(x)`` (swish; MogaNet's gate activation)
-``Softmax``        ``softmax`` along ``dim`` (npattention.functional)
-``LogSoftmax``     ``log softmax`` along ``dim`` (npattention.functional)
+``Softmax``        ``softmax`` along ``dim`` (npattention.softmax)
+``LogSoftmax``     ``log softmax`` along ``dim`` (npattention.softmax)
 =================  =========================================================================
 """
 import math
@@ -48,6 +48,7 @@ class Linear(Module):
 
     ``W``: ``(out_features, in_features)``, ``b``: ``(out_features,)``, both initialised
     from ``U(-1/sqrt(in), 1/sqrt(in))`` as in PyTorch.
+    cache: ``x``.
     """
 
     def __init__(self, in_features, out_features, bias=True):
@@ -92,6 +93,7 @@ class Embedding(Module):
 
     Backward scatter-adds ``grad_output`` into the rows that were looked up (a row used
     twice gets both gradients) and returns ``None``: integer ids are not differentiable.
+    cache: ``ids``.
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
@@ -210,6 +212,7 @@ class Dropout(Module):
     ``get_rng()``, so ``manual_seed`` makes it reproducible.  ``p`` must lie in ``[0, 1)``
     (PyTorch also allows ``p = 1``, which zeros everything).
     Backward: ``dL/dx = dL/dy * m / (1 - p)`` (the same mask).
+    cache: ``scale`` = keep mask / (1 - p), so ``dx = dy * scale`` (``None`` when dropout is off).
     """
 
     def __init__(self, p=0.5):
@@ -234,7 +237,10 @@ class Dropout(Module):
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``; ``dy/dx = 1`` where ``x > 0``, else 0 (0 at the kink, as in PyTorch)."""
+    """``y = max(x, 0)``; ``dy/dx = 1`` where ``x > 0``, else 0 (0 at the kink, as in PyTorch).
+
+    cache: the boolean mask ``x > 0``.
+    """
 
     def forward(self, x):
         check_array(x, "x", "ReLU")
@@ -274,6 +280,7 @@ class GELU(Module):
     the exact GELU (near x = -2.7).  In the Transformer layers ``activation="gelu"`` is the
     exact form and ``activation="gelu_tanh"`` the approximation.
     Backward: tanh form ``0.5 (1 + t) + 0.5 x (1 - t^2) du/dx``; exact ``Phi(x) + x phi(x)``.
+    cache: ``(x, t)`` with ``t = tanh(...)`` (tanh approximation) or ``(x, cdf)`` with ``cdf = Phi(x)`` (exact).
     """
 
     _C = math.sqrt(2.0 / math.pi)
@@ -307,7 +314,10 @@ class GELU(Module):
 
 
 class Tanh(Module):
-    """``y = tanh(x)``; ``dy/dx = 1 - y^2`` (only the output is cached)."""
+    """``y = tanh(x)``; ``dy/dx = 1 - y^2``.
+
+    cache: ``y``, the output (the derivative needs only it).
+    """
 
     def forward(self, x):
         check_array(x, "x", "Tanh")
@@ -351,8 +361,9 @@ def _check_axis_in_range(x, dim, where):
 class Softmax(Module):
     """``y = softmax(x)`` along ``dim``: ``y_i = exp(x_i) / sum_j exp(x_j)`` (stable).
 
-    Backward (``npattention.functional.softmax_backward``):
+    Backward (``npattention.softmax.softmax_backward``):
     ``dL/dx_i = y_i (dL/dy_i - sum_j y_j dL/dy_j)``.
+    cache: ``y``, the output (the gradient needs only the output).
     """
 
     def __init__(self, dim=-1):
@@ -375,8 +386,9 @@ class Softmax(Module):
 class LogSoftmax(Module):
     """``y = log softmax(x)`` along ``dim``: ``y_i = x_i - log sum_j exp(x_j)`` (stable).
 
-    Backward (``npattention.functional.log_softmax_backward``):
+    Backward (``npattention.softmax.log_softmax_backward``):
     ``dL/dx_i = dL/dy_i - softmax(x)_i sum_j dL/dy_j``.
+    cache: ``y``, the output (the gradient needs only ``p = exp(y)``).
     """
 
     def __init__(self, dim=-1):

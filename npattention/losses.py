@@ -157,6 +157,7 @@ class MSELoss(Module):
     Backward returns only ``dL/dinput = 2 (input - target) / n * g`` (``n`` = number of
     entries for ``"mean"``, 1 otherwise): the target is treated as data, not as a
     differentiable input (for ``dL/dtarget`` negate the result).
+    cache: ``diff = input - target``.
     """
 
     def __init__(self, reduction="mean"):
@@ -173,13 +174,14 @@ class MSELoss(Module):
         sq = diff * diff
         if self.reduction == "none":
             return sq
-        return sq.sum() if self.reduction == "sum" else sq.mean()
+        # an empty batch contributes nothing: its mean is 0, not 0/0 (docs/contract.md)
+        return sq.sum() if self.reduction == "sum" else sq.sum() / max(diff.size, 1)
 
     def backward(self, grad_output=None):
         diff = self.cache
         shape = diff.shape if self.reduction == "none" else ()
         g = _grad_or_one(grad_output, shape, diff.dtype)
-        scale = 2.0 / diff.size if self.reduction == "mean" else 2.0
+        scale = 2.0 / max(diff.size, 1) if self.reduction == "mean" else 2.0
         return scale * diff * g
 
     def extra_repr(self):

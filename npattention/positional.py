@@ -52,6 +52,7 @@ class SinusoidalPositionalEncoding(Module):
 
     ``x``: ``(B, T, d_model)`` with ``T <= max_len`` -> ``y``: same shape.
     Backward: the table is constant, so ``dL/dx = dropout.backward(dL/dy)``.
+    cache: none of its own (the table is constant; the dropout keeps its mask).
     """
 
     def __init__(self, d_model, max_len=5000, dropout=0.0):
@@ -85,6 +86,7 @@ class LearnedPositionalEmbedding(Module):
     (small, as in BERT/GPT-2, so the token embeddings dominate at first).
     Backward: ``dL/dx = g`` and ``dL/dP[t] = sum_b g[b, t]`` for ``t < T`` (rows ``>= T``
     were not used and get nothing), where ``g`` is the gradient after dropout's backward.
+    cache: ``T``, the sequence length (rows ``0..T-1`` of the table get the gradient).
     """
 
     def __init__(self, max_len, d_model, dropout=0.0, init_std=0.02):

@@ -42,7 +42,10 @@ from .validate import check_array, check_positive_int, check_probability
 
 # ====================================================================== cells
 class _CellBase(Module):
-    """Parameters and the input/hidden projections shared by the three cells."""
+    """Parameters and the input/hidden projections shared by the three cells.
+
+    cache (of :meth:`step`, also kept by ``forward``): ``(x, recur_cache)``, the raw input and the recurrent part's cache.
+    """
 
     gradcheck_exempt = "abstract base of RNNCell, GRUCell and LSTMCell (each is registered)"
     gates = 1  # G: how many gate blocks of H rows the weights hold
@@ -115,6 +118,7 @@ class RNNCell(_CellBase):
     """Elman cell ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or ReLU).
 
     ``forward(x (B, I), h (B, H) = zeros) -> h' (B, H)``.
+    cache: ``(x, recur_cache)`` from :meth:`step`.
     """
 
     gates = 1
@@ -162,6 +166,7 @@ class GRUCell(_CellBase):
         h' = (1 - z) \\odot n + z \\odot h
 
     ``forward(x (B, I), h (B, H) = zeros) -> h' (B, H)``.
+    cache: ``(x, recur_cache)`` from :meth:`step`.
     """
 
     gates = 3
@@ -204,6 +209,7 @@ class LSTMCell(_CellBase):
 
     ``forward(x (B, I), h = zeros, c = zeros) -> (h', c')``; ``backward(grad_h, grad_c=None)``
     returns ``dx`` (and ``dh, dc`` when ``h, c`` were given).
+    cache: ``(x, recur_cache)`` from :meth:`step`.
     """
 
     gates = 4
@@ -251,10 +257,11 @@ class LSTMCell(_CellBase):
 
 
 # ====================================================================== layers
-def lengths_from(lengths, mask, B, T, where):
-    """Validate ``lengths (B,)`` ints in ``[1, T]`` (or derive them from a padding mask)."""
+def lengths_from(lengths, mask, B, T, where, name="lengths"):
+    """Validate ``lengths (B,)`` ints in ``[1, T]`` (or derive them from a padding mask);
+    ``name``: the caller's name for the lengths argument (e.g. ``"src_lengths"``)."""
     if lengths is not None and mask is not None:
-        raise ValueError(f"{where}: give 'lengths' or 'mask', not both")
+        raise ValueError(f"{where}: give {name!r} or 'mask', not both")
     if mask is not None:
         check_array(mask, "mask", where, shape=(B, T), dtype="bool")
         lengths = (~mask).sum(axis=1)
@@ -262,9 +269,9 @@ def lengths_from(lengths, mask, B, T, where):
             raise ValueError(f"{where}: 'mask' must mark padding at the END of each row (True = padding)")
     if lengths is None:
         return xp.full((B,), T, dtype=xp.int64)
-    check_array(lengths, "lengths", where, shape=(B,), dtype="int")
+    check_array(lengths, name, where, shape=(B,), dtype="int")
     if bool(xp.any((lengths < 1) | (lengths > T))):  # one read-back, not two
-        raise ValueError(f"{where}: 'lengths' must lie in [1, T={T}], got min {int(lengths.min())}, "
+        raise ValueError(f"{where}: {name!r} must lie in [1, T={T}], got min {int(lengths.min())}, "
                          f"max {int(lengths.max())}")
     return lengths
 
@@ -277,6 +284,8 @@ class _RecurrentBase(Module):
     initial and final states are ``(num_layers * D, B, H)`` with row ``l * D + d`` for
     layer ``l``, direction ``d``; the cells are ``cells[l * D + d]`` (their parameter names
     ``cells.<l*D+d>.weight_ih`` play the role of PyTorch's ``weight_ih_l<l>[_reverse]``).
+    cache: ``(x, real, caches, given)``: the input, the real-step mask (padding), every step's cell cache per
+    direction and which initial states were given.
     """
 
     gradcheck_exempt = "abstract base of RNN, GRU and LSTM (each is registered)"
@@ -402,7 +411,9 @@ class _RecurrentBase(Module):
 
 class RNN(_RecurrentBase):
     """Elman RNN over a sequence: ``forward(x (B, T, I), h0 (D, B, H) = zeros, lengths=None,
-    mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``."""
+    mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``.
+    cache: ``(x, real, caches, given)`` (see the module docstring: each step's cell cache).
+    """
 
     cell_class = RNNCell
 
@@ -418,7 +429,9 @@ class RNN(_RecurrentBase):
 
 class GRU(_RecurrentBase):
     """GRU over a sequence: ``forward(x (B, T, I), h0 (D, B, H) = zeros, lengths=None,
-    mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``."""
+    mask=None) -> (outputs (B, T, D*H), h_n (D, B, H))``.
+    cache: ``(x, real, caches, given)`` (each step's cell cache, per direction).
+    """
 
     cell_class = GRUCell
     forward = RNN.forward
@@ -426,7 +439,9 @@ class GRU(_RecurrentBase):
 
 class LSTM(_RecurrentBase):
     """LSTM over a sequence: ``forward(x (B, T, I), h0 = zeros, c0 = zeros, lengths=None,
-    mask=None) -> (outputs (B, T, D*H), (h_n, c_n))`` with ``h_n, c_n (D, B, H)``."""
+    mask=None) -> (outputs (B, T, D*H), (h_n, c_n))`` with ``h_n, c_n (D, B, H)``.
+    cache: ``(x, real, caches, given)`` (each step's cell cache, per direction).
+    """
 
     cell_class = LSTMCell
 

@@ -87,12 +87,12 @@ class Encoder(Module):
                 self.bridge_c = Linear(D * hidden_size, self.dec_hidden_size)
 
     def forward(self, src, lengths=None):
-        check_array(src, "src", "Encoder", shape=("B", "S"), dtype="int")
+        check_array(src, "src", "Encoder", shape=("B", "S"), dtype="int")   # (S = 0 is refused there)
         x = self.embedding(src)  # (B, S, E)
         out, final = self.rnn(x, lengths=lengths)
         finals = final if self.cell == "lstm" else (final,)  # each (D, B, H)
         B = src.shape[0]
-        joined = [f.transpose(1, 0, 2).reshape(B, -1) for f in finals]  # (B, D*H): [fwd; bwd]
+        joined = [f.transpose(1, 0, 2).reshape(B, self.output_size) for f in finals]  # (B, D*H): [fwd; bwd]
         if not self.use_bridge:
             state = tuple(joined)
         else:
@@ -461,7 +461,8 @@ class LocationDecoder(_Decoder):
 
     1. score   ``e = W_a [Q; K] + b_a``: one linear layer over the concatenation, one
        score per source *position* (so ``max_len`` = the longest source it can read)
-    2. align   ``a = softmax(e)`` (padding masked), 3. context ``c = a V``
+    2. align   ``a = softmax(e)`` (padding masked)
+    3. context ``c = a V``
     4. ``attn_combine``: ``u = W_u [Q; c] + b_u``; then ``x = relu(u)`` (the tutorial's
        choice) feeds the RNN: ``h_t = cell(x, h_{t-1})``; ``logits_t = W_o h_t + b_o``
 
@@ -593,6 +594,7 @@ class Seq2Seq(Module):
     With a bidirectional encoder of size ``H`` the encoder outputs have ``E = 2H``; the
     decoder has ``hidden_size`` ``H_dec = 2H`` (so that Luong's dot score works) unless
     ``dec_hidden_size`` is given.
+    cache: none of its own (the encoder and the decoder keep theirs).
     """
 
     def __init__(self, src_vocab, tgt_vocab, embed_dim=32, hidden_size=64, attention="bahdanau", score="dot",
@@ -626,7 +628,7 @@ class Seq2Seq(Module):
     def _encode(self, src, src_lengths):
         check_array(src, "src", "Seq2Seq", shape=("B", "S"), dtype="int")
         B, S = src.shape
-        lengths = lengths_from(src_lengths, None, B, S, "Seq2Seq")
+        lengths = lengths_from(src_lengths, None, B, S, "Seq2Seq", name="src_lengths")
         enc_out, state = self.encoder(src, lengths)
         return enc_out, state, padding_mask(lengths, S)
 

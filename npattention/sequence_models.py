@@ -22,7 +22,7 @@ Read-outs (the three task types of note 002):
 
 (The third task type, sequence to sequence, uses :class:`npattention.transformer.Transformer`.)
 """
-from .backend import xp
+from .backend import DEFAULT_DTYPE, xp
 from .layers import Embedding, Linear, ReLU
 from .module import Module, Parameter
 from .positional import LearnedPositionalEmbedding
@@ -93,6 +93,7 @@ class ConvStack(Module):
     ``x (B, T, E)`` -> ``(B, T, H)``.  Each layer widens what a position sees by ``kernel - 1``
     positions (half on each side): the receptive field is ``1 + layers (kernel - 1)``.
     A local n-gram encoder in the notes' words.  ``kernel`` must be odd.
+    cache: only a flag that forward ran; the layers keep their own caches.
     """
 
     def __init__(self, in_features, out_features, kernel=3, layers=2):
@@ -145,7 +146,7 @@ class AttentionPooling(Module):
 
     def __init__(self, embed_dim):
         self.embed_dim = check_positive_int(embed_dim, "embed_dim", "AttentionPooling")
-        self.query = Parameter(xp.zeros((embed_dim,), dtype=Linear(1, 1).weight.data.dtype))
+        self.query = Parameter(xp.zeros((embed_dim,), dtype=DEFAULT_DTYPE))   # uniform weights at the start
         self.last_weights = None
 
     def forward(self, x, mask=None):
@@ -182,6 +183,7 @@ class SequenceClassifier(Module):
     embeddings (``max_len``) -- without them it could not tell "3 back" from "5 back".
     ``encoder_options`` go to the encoder (``kernel``/``layers`` for the CNN, ``context`` for
     the window FC, ``nhead``/``dim_feedforward`` for self-attention).
+    cache: ``(h.shape, T)``, to spread the read-out's gradient back over the positions.
     """
 
     def __init__(self, vocab_size, num_classes, encoder="self_attention", readout="last", d_model=16, hidden=16,

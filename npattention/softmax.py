@@ -39,6 +39,9 @@ def softmax(scores, axis=-1, mask=None, out=None):
     if isinstance(axis, bool) or not isinstance(axis, int) or not -scores.ndim <= axis < max(scores.ndim, 1):
         raise ValueError(f"softmax: 'axis' must be an int in [-{scores.ndim}, {scores.ndim}) for scores of shape "
                          f"{tuple(scores.shape)}, got {axis!r}")
+    if scores.shape[axis] == 0 if scores.ndim else False:
+        raise ValueError(f"softmax: 'scores' has size 0 along axis {axis} (shape {tuple(scores.shape)}): a softmax "
+                         "over no entries is undefined")
     check_mask(mask, "mask", "softmax", tuple(scores.shape))
     if out is None:   # a fresh float array (integer scores give float64, as np.exp would)
         out = scores.copy() if scores.dtype.kind == "f" else scores.astype(xp.result_type(scores.dtype, 1.0))
@@ -72,6 +75,8 @@ def softmax_backward(grad_weights, weights, axis=-1):
     With ``w = softmax(s)``: ``dL/ds_i = w_i (dL/dw_i - sum_j w_j dL/dw_j)``.
     Masked entries have ``w = 0`` and so get zero gradient automatically.
     """
+    check_array(weights, "weights", "softmax_backward")
+    check_array(grad_weights, "grad_weights", "softmax_backward", shape=tuple(weights.shape))
     inner = xp.sum(grad_weights * weights, axis=axis, keepdims=True)
     return weights * (grad_weights - inner)
 

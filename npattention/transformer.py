@@ -47,6 +47,7 @@ class PositionwiseFeedForward(Module):
     ``linear1``: ``d_model -> dim_feedforward``, ``linear2``: back to ``d_model``; the same
     weights at every position (a 1x1 convolution over time).  Backward: the chain rule
     through the four steps in reverse.
+    cache: none of its own (``linear1``, the activation, the dropout and ``linear2`` keep theirs).
     """
 
     def __init__(self, d_model, dim_feedforward=2048, dropout=0.1, activation="relu"):
@@ -111,7 +112,7 @@ class TransformerEncoderLayer(Module):
         return dq + dk + dv  # z was used as query, key and value
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
-        check_array(src, "src", "TransformerEncoderLayer", shape=(None, None, self.d_model))
+        check_array(src, "src", "TransformerEncoderLayer", shape=(None, "S", self.d_model))
         x = src
         if self.norm_first:
             h = x + self.dropout1(self._self_attention_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal))
@@ -193,8 +194,8 @@ class TransformerDecoderLayer(Module):
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
         dims = {}
-        check_array(tgt, "tgt", "TransformerDecoderLayer", shape=("B", None, self.d_model), dims=dims)
-        check_array(memory, "memory", "TransformerDecoderLayer", shape=("B", None, self.d_model), dims=dims)
+        check_array(tgt, "tgt", "TransformerDecoderLayer", shape=("B", "T", self.d_model), dims=dims)
+        check_array(memory, "memory", "TransformerDecoderLayer", shape=("B", "S", self.d_model), dims=dims)
         x, m = tgt, memory
         sa = (tgt_mask, tgt_key_padding_mask, tgt_is_causal)
         ca = (memory_mask, memory_key_padding_mask, memory_is_causal)
@@ -247,6 +248,7 @@ class TransformerEncoder(Module):
     is cloned (so the copies start equal; :class:`Transformer` re-initialises them);
     a list of layers is used as given.  ``forward(src, mask=None,
     src_key_padding_mask=None, is_causal=False)``; backward runs the layers in reverse.
+    cache: none of its own; each layer keeps its own.
     """
 
     def __init__(self, encoder_layer, num_layers=None, norm=None):
@@ -273,6 +275,7 @@ class TransformerDecoder(Module):
 
     Backward returns ``(d tgt, d memory)``; ``d memory`` is the **sum** over the layers,
     since every layer reads the same memory.
+    cache: none of its own; each layer keeps its own.
     """
 
     def __init__(self, decoder_layer, num_layers=None, norm=None):
@@ -326,6 +329,7 @@ class Transformer(Module):
     matrices get Xavier-uniform, as in ``torch.nn.Transformer``.  ``attn_block_size``
     (also an argument of both layer classes) is passed to every attention layer as
     ``MultiheadAttention(block_size=...)``: None = default path, ``B`` = tiled (docs/tiled.md).
+    cache: none of its own (embeddings, positions, encoder, decoder and output layer keep theirs).
     """
 
     def __init__(self, src_vocab_size, tgt_vocab_size, d_model=64, nhead=4, num_encoder_layers=2,
@@ -402,8 +406,8 @@ class Transformer(Module):
 
     def forward(self, src, tgt, src_key_padding_mask=None, tgt_key_padding_mask=None):
         dims = {}
-        check_array(src, "src", "Transformer", shape=("B", None), dtype="int", dims=dims)
-        check_array(tgt, "tgt", "Transformer", shape=("B", None), dtype="int", dims=dims)
+        check_array(src, "src", "Transformer", shape=("B", "S"), dtype="int", dims=dims)
+        check_array(tgt, "tgt", "Transformer", shape=("B", "T"), dtype="int", dims=dims)
         src_key_padding_mask = self._padding(src, src_key_padding_mask, "src_key_padding_mask")
         memory = self.encode(src, src_key_padding_mask)
         return self.decode(tgt, memory, memory_key_padding_mask=src_key_padding_mask,

@@ -17,6 +17,10 @@ import contextlib
 from .backend import np, xp
 
 
+#: named sizes that are sequence lengths: they may not be 0 (docs/contract.md, "Empty inputs")
+_SEQUENCE_DIMS = ("T", "S", "L", "Tq")
+
+
 def _describe(pattern):
     return "(" + ", ".join("..." if p is Ellipsis else ("*" if p is None else str(p)) for p in pattern) + ")"
 
@@ -54,6 +58,11 @@ def check_array(x, name, where, shape=None, dtype="float", dims=None):
                     ok = False
             elif want != got:
                 ok = False
+    if ok:
+        empty = [want for want, got in zip(fixed, actual) if want in _SEQUENCE_DIMS and got == 0]
+        if empty:
+            raise ValueError(f"{where}: {name!r} has {empty[0]} = 0 positions (shape {tuple(x.shape)}); a sequence "
+                             "needs at least one step (an empty batch, B = 0, is fine)")
     if not ok:
         named = ""
         if dims:
@@ -93,6 +102,8 @@ def check_mask(mask, name, where, target_shape):
                 "mask or bias is accepted" if kind == "f" else "convert it with mask.astype(bool)")
         raise TypeError(f"{where}: {name!r} must be a bool array (True = masked out), got dtype {mask.dtype}; {hint}")
     check_array(mask, name, where, dtype="bool")
+    if tuple(mask.shape) == tuple(target_shape):  # the common case, without the broadcast arithmetic
+        return mask
     try:
         fits = broadcast_shapes(tuple(mask.shape), tuple(target_shape)) == tuple(target_shape)
     except ValueError:

@@ -134,3 +134,72 @@ def test_load_state_dict_with_a_list_value_names_the_key():
     with pytest.raises(TypeError, match="'state' must be a dict"):
         layer.load_state_dict([("weight", state["weight"])])
     np.testing.assert_array_equal(to_numpy(layer.weight.data), before)
+
+
+# ------------------------------------------------------------------ empty inputs: one rule (docs/contract.md)
+def _f32(*shape):
+    return xp.zeros(shape, dtype=xp.float32)
+
+
+def test_an_empty_batch_works_everywhere():
+    """B = 0: the output has B = 0, backward gives empty gradients, a mean loss is 0."""
+    from npattention import (Encoder, Flatten, MSELoss, CrossEntropyLoss, GRU, MultiheadAttention, Seq2Seq,
+                             SpatialTransformer)
+    manual_seed(0)
+    cases = [
+        (Flatten(), (_f32(0, 3, 2, 2),), (0, 12)),
+        (SpatialTransformer(1, 4, 4), (_f32(0, 1, 4, 4),), (0, 1, 4, 4)),
+        (Encoder(10, 4, 5), (xp.zeros((0, 3), dtype=xp.int64),), (0, 3, 5)),
+        (Seq2Seq(10, 10, 4, 5), (xp.zeros((0, 3), dtype=xp.int64), xp.zeros((0, 2), dtype=xp.int64)), (0, 2, 10)),
+        (MultiheadAttention(4, 2), (_f32(0, 3, 4), _f32(0, 3, 4), _f32(0, 3, 4)), (0, 3, 4)),
+        (GRU(3, 4, num_layers=2), (_f32(0, 5, 3),), (0, 5, 4)),
+        (TransformerEncoderLayer(4, 2, 8), (_f32(0, 3, 4),), (0, 3, 4)),
+    ]
+    for module, inputs, shape in cases:
+        out = module(*inputs)
+        first = out[0] if isinstance(out, tuple) else out
+        assert tuple(first.shape) == shape, type(module).__name__
+        grads = module.backward(xp.zeros(shape, dtype=first.dtype))
+        for g in (grads if isinstance(grads, tuple) else (grads,)):
+            assert g is None or g.shape[0] == 0
+    for loss, args in ((MSELoss(), (_f32(0, 3), _f32(0, 3))),
+                       (CrossEntropyLoss(), (_f32(0, 3), xp.zeros(0, dtype=xp.int64)))):
+        assert float(loss(*args)) == 0.0 and loss.backward().shape == (0, 3)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: SelfAttention(4, 2)(xp.zeros((2, 0, 4), dtype=xp.float32)), "SelfAttention: 'x' has L = 0"),
+    (lambda: scaled_dot_product_attention(arr(2, 3, 4), arr(2, 0, 4), arr(2, 0, 4)),
+     "scaled_dot_product_attention: 'key' has S = 0"),
+    (lambda: TransformerEncoderLayer(4, 2, 8)(xp.zeros((2, 0, 4), dtype=xp.float32)),
+     "TransformerEncoderLayer: 'src' has S = 0"),
+    (lambda: Transformer(10, 10, d_model=4, nhead=2, num_encoder_layers=1, num_decoder_layers=1)(
+        xp.ones((2, 3), dtype=xp.int64), xp.ones((2, 0), dtype=xp.int64)), "Transformer: 'tgt' has T = 0"),
+    (lambda: softmax(xp.zeros((2, 0))), "softmax: 'scores' has size 0 along axis -1"),
+])
+def test_an_empty_sequence_is_refused_by_name(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_seq2seq_names_src_lengths_and_encoder_names_src():
+    from npattention import Encoder, Seq2Seq
+    manual_seed(0)
+    with pytest.raises(ValueError, match=r"Seq2Seq: 'src_lengths' must lie in \[1, T=3\], got min 0"):
+        Seq2Seq(10, 10, 4, 5)(xp.ones((2, 3), dtype=xp.int64), xp.ones((2, 3), dtype=xp.int64),
+                              src_lengths=xp.asarray([0, 3]))
+    with pytest.raises(ValueError, match=r"Seq2Seq: 'src_lengths' must have shape \(2\), got \(1,\)"):
+        Seq2Seq(10, 10, 4, 5)(xp.ones((2, 3), dtype=xp.int64), xp.ones((2, 3), dtype=xp.int64),
+                              src_lengths=xp.asarray([3]))
+    with pytest.raises(ValueError, match="Encoder: 'src' has S = 0"):
+        Encoder(10, 4, 5)(xp.zeros((2, 0), dtype=xp.int64))
+
+
+def test_softmax_backward_checks_shapes_and_top_level_exports():
+    import npattention
+    from npattention.softmax import softmax_backward
+    w = softmax(arr(2, 3))
+    with pytest.raises(ValueError, match=r"softmax_backward: 'grad_weights' must have shape \(2, 3\), got \(3, 2\)"):
+        softmax_backward(arr(3, 2), w)
+    assert npattention.detect_anomaly is npattention.module.detect_anomaly
+    assert issubclass(npattention.AnomalyError, FloatingPointError)

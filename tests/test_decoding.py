@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npattention.backend import Generator, manual_seed, to_numpy, xp
-from npattention.decoding import (GPTState, KVCache, TransformerDecoderState, beam_search,
+from npattention.decoding import (GPTState, KVCache, TransformerDecoderState, beam_search, beam_search_gpt,
                                   beam_search_transformer, generate, greedy_search, sample,
                                   sampling_distribution, top_k_filter, top_p_filter)
 from npattention.gpt import GPT
@@ -261,3 +261,47 @@ def test_beam_width_one_is_greedy_and_cache_does_not_change_beams():
     logp = to_numpy(log_softmax(model.decode(ys, model.encode(src[1:2]), memory_key_padding_mask=src[1:2] == 0)))[0]
     total = sum(logp[t, tok] for t, tok in enumerate(out))
     assert math.isclose(float(a.scores[1]), total / len(out) ** 0.6, rel_tol=1e-9)
+
+
+def test_gpt_beam_search_width_one_is_greedy_and_wider_scores_higher():
+    model = _gpt(seed=6)
+    for p in model.parameters():   # sharper distributions than the 0.02 init
+        p.data[...] = Generator(2).normal(p.data.shape, scale=0.4, dtype=xp.float64)
+    prompt = xp.asarray([[4, 5], [0, 6]], dtype=xp.int64)
+    greedy = generate(model, prompt, 6, temperature=0)[:, 2:]
+    one = beam_search_gpt(model, prompt, 6, beam_width=1)
+    assert to_numpy(one.tokens).tolist() == to_numpy(greedy).tolist()
+    wide = beam_search_gpt(model, prompt, 6, beam_width=4)
+    # no eos: equal lengths; here the wider beam scores at least as well (usual, not guaranteed in general)
+    assert bool((wide.scores >= one.scores - 1e-12).all())
+
+
+@pytest.mark.parametrize("kw", [{"attention": "bahdanau"}, {"attention": "luong", "score": "general", "cell": "lstm"},
+                                {"attention": "location", "max_src_len": 6}, {"attention": "none"}],
+                         ids=lambda kw: kw["attention"])
+def test_seq2seq_beam_search(kw):
+    from npattention.decoding import beam_search_seq2seq
+    from npattention.seq2seq import Seq2Seq
+
+    manual_seed(1)
+    model = Seq2Seq(9, 9, embed_dim=5, hidden_size=4, **kw).double()
+    for p in model.parameters():   # sharper next-token distributions than the initial weights
+        p.data *= 3.0
+    src = xp.asarray([[4, 5, 6, 2, 0, 0], [7, 8, 4, 5, 6, 2], [5, 2, 0, 0, 0, 0]], dtype=xp.int64)
+    lengths = xp.asarray([4, 6, 2])
+    for eos in (2, 6):
+        greedy, _ = model.greedy_decode(src, lengths, max_len=7, eos=eos)
+        greedy = to_numpy(greedy).tolist()
+        for row in greedy:   # greedy repeats <eos> after the end; beam search pads
+            if eos in row:
+                row[row.index(eos) + 1:] = [0] * (len(row) - row.index(eos) - 1)
+        one = beam_search_seq2seq(model, src, lengths, max_len=7, beam_width=1, eos_idx=eos)
+        assert to_numpy(one.tokens).tolist() == greedy
+    wide = beam_search_seq2seq(model, src, lengths, max_len=7, beam_width=3, alpha=0.5, eos_idx=6)
+    for b in range(3):   # the reported score is the model's log-probability of the output / lp
+        out = to_numpy(wide.tokens[b]).tolist()
+        out = out[:out.index(6) + 1] if 6 in out else out
+        logits, _ = model(src[b:b + 1], xp.asarray([[1] + out[:-1]]), lengths[b:b + 1])
+        logp = to_numpy(log_softmax(logits))[0]
+        total = sum(logp[t, tok] for t, tok in enumerate(out))
+        assert math.isclose(float(wide.scores[b]), total / len(out) ** 0.5, rel_tol=1e-9)

@@ -190,7 +190,7 @@ def test_bad_input_errors(rng):
         m(xp.zeros((2, 3)), TGT_IN)
     with pytest.raises(ValueError, match=r"'tgt_in' must have shape \(3, \*\)"):
         m(SRC, TGT_IN[:2], SRC_LEN)
-    with pytest.raises(ValueError, match=r"'lengths' must lie in \[1, T=6\]"):
+    with pytest.raises(ValueError, match=r"Seq2Seq: 'src_lengths' must lie in \[1, T=6\]"):
         m(SRC, TGT_IN, xp.asarray([4, 7, 2]))
     with pytest.raises(ValueError, match="'src_mask' must have shape"):
         m.decoder(TGT_IN, rng.normal((3, 6, 8)), rng.normal((3, 8)), src_mask=xp.zeros((3, 5), dtype=bool))

@@ -88,6 +88,7 @@ class HardAlign(Module):
     ``straight_through=False`` (default) backward raises and points to the two
     routes; with ``straight_through=True`` it returns the softmax's gradient
     ``softmax_backward(dw, p) / T`` (the straight-through estimator).
+    cache: ``probs``, the softmax the choice was made from (for the straight-through backward).
     """
 
     gradcheck_exempt = ("not differentiable (one-hot output); see Reinforce and straight_through=True, whose "

@@ -38,6 +38,7 @@ class Attention(Module):
     arrays of the last forward are kept for notebooks as ``self.scores``,
     ``self.weights`` and ``self.context``.  ``align_step`` may be a :class:`HardAlign`
     (its one-hot weights are used; backward then needs ``straight_through=True``).
+    cache: ``normal`` (were the keys also the values?); the three steps keep their own caches.
     """
 
     def __init__(self, score, align=None, context=None):

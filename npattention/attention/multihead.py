@@ -67,6 +67,8 @@ class MultiheadAttention(Module):
     no ``(L, S)`` array; docs/tiled.md).  The tiled path never forms the weights, so it
     returns ``weights = None`` whatever ``need_weights`` says.  It is a plain attribute:
     ``mha.block_size = 128`` switches an existing module.
+    cache: ``(query, key, value, attn_cache, pos_cache)``: the inputs, the scaled-dot-product (or tiled)
+    attention's cache and the positional option's cache.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, positional=None,
@@ -223,7 +225,7 @@ class MultiheadAttention(Module):
             f"bias={self.in_proj_bias is not None}"
         if not self._qkv_same_embed_dim:
             s += f", kdim={self.kdim}, vdim={self.vdim}"
-        if self.positional is not None:
+        if self.positional is not None and not isinstance(self.positional, Module):   # (Modules: shown below)
             s += f", positional={self.positional!r}"
         if self.block_size is not None:
             s += f", block_size={self.block_size}"

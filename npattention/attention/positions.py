@@ -4,14 +4,14 @@ The 2017 Transformer adds a position vector to the tokens before the first layer
 (npattention/positional.py).  The variants here act inside every attention layer, on
 step 1 (score) only -- align (softmax) and context (``A V``) are unchanged:
 
-=================  ==========================================  =====================
-``positional=``    what happens to the scores of head ``h``    learned
-=================  ==========================================  =====================
+=================  ============================================  =====================
+``positional=``    what happens to the scores of head ``h``      learned
+=================  ============================================  =====================
 ``"rope"``         ``(q_i R_i)(k_j R_j)^T = q_i R_(i-j) k_j^T``   nothing
-``"alibi"``        ``+ (-m_h |i - j|)``                         nothing
-``"relative"``     ``+ W_b[bucket(j - i), h]``                  the table ``W_b``
-=================  ==========================================  =====================
-
+``"alibi"``        ``+ (-m_h |i - j|)``                           nothing
+``"relative"``     ``+ W_b[bucket(j - i), h]``                    the table ``W_b``
+=================  ============================================  =====================
+  
 Pass the string, or a configured :class:`RotaryEmbedding`, :class:`ALiBi` or
 :class:`RelativePositionBias`.  Positions: the ``L`` queries are the *last* ``L`` of the
 ``S`` keys (``offset = S - L``), which is self-attention (``L = S``) and also a decoder

@@ -8,18 +8,18 @@ where ``...`` are leading axes shared by query and key (batch ``B``, heads ``h``
 ``backward(dscores)`` returns ``(dquery, dkey)`` and adds parameter gradients to
 ``.grad``.  ``Tq = 1`` (one decoder state per step, as in seq2seq) works like any other size.
 
-=====================  ===========================================  ===================
-class                  score ``s_ij``                               parameters
-=====================  ===========================================  ===================
-:class:`DotScore`      ``q_i . k_j``                                none
-:class:`ScaledDotScore` ``q_i . k_j / sqrt(d)``                     none
-:class:`GeneralScore`  ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
-:class:`ConcatScore`   ``w^T [q_i; k_j] + b`` (a linear layer on    ``weight (1, Dq+Dk)``, ``bias (1,)``
-                       the concatenated pair)
-:class:`AdditiveScore` ``v^T tanh(W_q q_i + W_k k_j)`` (Bahdanau;   ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
-                       Luong's "concat")
-:class:`CosineScore`   ``scale * cos(q_i, k_j)``                    none
-=====================  ===========================================  ===================
+=======================  ===========================================  ===================
+class                    score ``s_ij``                               parameters
+=======================  ===========================================  ===================
+:class:`DotScore`        ``q_i . k_j``                                none
+:class:`ScaledDotScore`  ``q_i . k_j / sqrt(d)``                      none
+:class:`GeneralScore`    ``q_i^T W k_j`` (bilinear, Luong "general")  ``W (Dq, Dk)``
+:class:`ConcatScore`     ``w^T [q_i; k_j] + b`` (a linear layer on    ``weight (1, Dq+Dk)``, ``bias (1,)``
+                         the concatenated pair)
+:class:`AdditiveScore`   ``v^T tanh(W_q q_i + W_k k_j)`` (Bahdanau;   ``W_q (H, Dq)``, ``W_k (H, Dk)``, ``v (H,)``
+                         Luong's "concat")
+:class:`CosineScore`     ``scale * cos(q_i, k_j)``                    none
+=======================  ===========================================  ===================
 
 "concat" names one formula here: :class:`ConcatScore`.  Luong et al. (2015) call the
 additive score "concat" (``v^T tanh(W [q; k])`` splits into ``W_q q + W_k k``); in this
@@ -73,6 +73,7 @@ class DotScore(Module):
     """Dot-product score ``s_ij = q_i . k_j``, i.e. ``S = Q K^T``.
 
     query ``(..., Tq, D)``, key ``(..., Tk, D)`` -> ``(..., Tq, Tk)``.  No parameters.
+    cache: ``(query, key)``.
     """
 
     def forward(self, query, key):
@@ -92,6 +93,7 @@ class ScaledDotScore(Module):
     Dividing by ``sqrt(d)`` keeps the variance of the scores near 1 when q and k have
     unit-variance entries, so the softmax does not saturate.  ``scale`` overrides
     ``1/sqrt(d)`` (``d`` = the feature size, read from the query at forward time).
+    cache: ``(query, key, scale)``.
     """
 
     def __init__(self, scale=None):
@@ -119,6 +121,7 @@ class GeneralScore(Module):
 
     ``W``: ``(query_dim, key_dim)``, so query and key may have different sizes.
     Initialised from ``U(-1/sqrt(query_dim), 1/sqrt(query_dim))`` like ``nn.Bilinear``.
+    cache: ``(query, key, qw)`` with ``qw = query W``.
     """
 
     def __init__(self, query_dim, key_dim):
@@ -165,6 +168,7 @@ class ConcatScore(Module):
 
     ``weight``: ``(1, query_dim + key_dim)`` and ``bias``: ``(1,)``, laid out and
     initialised exactly like ``Linear(query_dim + key_dim, 1)``.
+    cache: ``(query, key)``.
     """
 
     def __init__(self, query_dim, key_dim):
@@ -257,7 +261,8 @@ class AdditiveScore(Module):
         d_feat = grad_output[..., None] * self.v.data  # (..., Tq, Tk, H)
         d_pre = d_feat * (1.0 - feat * feat)  # tanh'(x) = 1 - tanh(x)^2
         d_qh = d_pre.sum(axis=-2)  # qh_i was broadcast over keys j
-        d_kh = d_pre.sum(axis=-3)  # kh_j was broadcast over queries i
+        # kh_j was broadcast over queries i (one query, as in a decoder step: nothing to sum)
+        d_kh = d_pre[..., 0, :, :] if d_pre.shape[-3] == 1 else d_pre.sum(axis=-3)
         self.W_q.grad += _flatten_rows(d_qh).T @ _flatten_rows(query)
         dquery = d_qh @ self.W_q.data
         if key is None:  # the keys came projected: their gradient goes back to the caller
@@ -292,6 +297,7 @@ class CosineScore(Module):
     In ``[-scale, scale]`` and invariant to rescaling q or k.  Cosines are at most 1, so
     a softmax over them is flat; ``scale`` (an inverse temperature, e.g. 5-20) sharpens
     it.  Like ``torch.nn.functional.cosine_similarity``, norms below ``eps`` are clamped.
+    cache: ``(qu, qn, ku, kn)``: the unit vectors and the (clamped) norms of queries and keys.
     """
 
     def __init__(self, eps=1e-8, scale=1.0):

@@ -34,6 +34,7 @@ class SelfAttention(Module):
     ``forward(x (B, T, E), key_padding_mask=None, attn_mask=None, need_weights=True,
     average_attn_weights=True, is_causal=False)`` -> ``(out (B, T, E), weights)``;
     ``backward(dout)`` -> ``dx = dq + dk + dv``.  Parameters live in ``self.attn``.
+    cache: none of its own; the wrapped ``MultiheadAttention`` keeps it.
     """
 
     def __init__(self, embed_dim, num_heads=1, dropout=0.0, bias=True):
@@ -54,7 +55,10 @@ class SelfAttention(Module):
 
 
 class CausalSelfAttention(SelfAttention):
-    """Masked (decoder) self-attention: position ``i`` attends only to ``j <= i``."""
+    """Masked (decoder) self-attention: position ``i`` attends only to ``j <= i``.
+
+    cache: none of its own; the wrapped ``MultiheadAttention`` keeps it.
+    """
 
     def forward(self, x, key_padding_mask=None, attn_mask=None, need_weights=True, average_attn_weights=True):
         with renamed_args(type(self).__name__, "MultiheadAttention", query="x", key="x", value="x"):
@@ -78,6 +82,7 @@ class LocalSelfAttention(SelfAttention):
     ``O(T^2)`` array made only for the caller; pass ``need_weights=False`` on long sequences, or
     ``band_weights=True`` to get them in band layout ``(B, [H,] T, 2w + 1)`` (entry ``[i, o]`` is
     the weight of key ``i + o - w``).
+    cache: ``(x, band_cache)``: the input and the band attention's cache (the projections keep theirs).
     """
 
     def __init__(self, embed_dim, num_heads, window, dropout=0.0, bias=True, impl="auto"):
@@ -113,6 +118,14 @@ class LocalSelfAttention(SelfAttention):
         if key_padding_mask is not None:
             check_array(key_padding_mask, "key_padding_mask", "LocalSelfAttention", shape=(B, T), dtype="bool")
             key_padding_mask = key_padding_mask[:, None, :]            # (B, 1, T): same for every head
+        if attn_mask is not None:
+            check_array(attn_mask, "attn_mask", "LocalSelfAttention", dtype="bool")
+            H = mha.num_heads
+            if attn_mask.ndim == 3 and attn_mask.shape == (B * H, T, T):
+                attn_mask = attn_mask.reshape(B, H, T, T)              # PyTorch's (B*H, T, T) layout
+            elif attn_mask.ndim not in (2, 4) or attn_mask.shape[-2:] != (T, T):
+                raise ValueError(f"LocalSelfAttention: 'attn_mask' must have shape (T, T) = {(T, T)}, "
+                                 f"(B*H, T, T) = {(B * H, T, T)} or (B, H, T, T), got {tuple(attn_mask.shape)}")
         # 1. expand and 2. split heads, with the parameters of self.attn (as MultiheadAttention does)
         q, k, v = (mha._split_heads(x @ W.T + b if b is not None else x @ W.T)
                    for W, b, _, _ in mha._projections())               # 3 x (B, H, T, D)
@@ -152,7 +165,9 @@ class LocalSelfAttention(SelfAttention):
 class CrossAttention(Module):
     """Encoder-decoder attention: queries from ``x_dec (B, L, E)``, keys and values from
     ``x_enc (B, S, enc_dim)``; ``backward(dout)`` -> ``(dx_dec, dx_enc)`` with
-    ``dx_enc = dkey + dvalue`` (the encoder output feeds both)."""
+    ``dx_enc = dkey + dvalue`` (the encoder output feeds both).
+    cache: none of its own; the wrapped ``MultiheadAttention`` keeps it.
+    """
 
     def __init__(self, embed_dim, num_heads=1, enc_dim=None, dropout=0.0, bias=True):
         enc_dim = embed_dim if enc_dim is None else check_positive_int(enc_dim, "enc_dim", "CrossAttention")

@@ -2,15 +2,15 @@
 
 Every task maps a *source* string to a *target* string, one character per token:
 
-=========  ===========================================  ==========================
-task       source                                       target
-=========  ===========================================  ==========================
-copy       ``"k3f9a"``                                  ``"k3f9a"``
-reverse    ``"k3f9a"``                                  ``"a9f3k"``
-sort       ``"k3f9a"``                                  ``"39afk"`` (character order)
+=========  ===============================================  ==========================
+task       source                                           target
+=========  ===============================================  ==========================
+copy       ``"k3f9a"``                                      ``"k3f9a"``
+reverse    ``"k3f9a"``                                      ``"a9f3k"``
+sort       ``"k3f9a"``                                      ``"39afk"`` (character order)
 dates      ``"Saturday, Nov 21, 2026"``, ``"21.11.2026"``,  ``"2026-11-21"`` (ISO 8601)
            ``"11/21/26"``, ... (16 human formats)
-=========  ===========================================  ==========================
+=========  ===============================================  ==========================
 
 The token format (the same for every model in npattention)
 -----------------------------------------------------------
@@ -28,7 +28,7 @@ A pair ``("abc", "cba")`` with vocabulary ids ``a=4, b=5, c=6`` becomes
 after reading ``tgt_in[:t + 1]``.  In a batch, rows are right-padded with ``<pad> = 0`` to
 the longest row of the batch; ``src_lengths`` and ``tgt_lengths`` count the real tokens
 *including* the ``<eos>`` (and, for ``tgt_in``, the ``<sos>``), so
-``functional.padding_mask(src_lengths, S)`` is True exactly at the padding.  A loss over
+``masks.padding_mask(src_lengths, S)`` is True exactly at the padding.  A loss over
 ``tgt_out`` should use ``ignore_index=Vocab.PAD``.
 
 Splits are deterministic: :func:`load_task` draws ``n_train + n_val + n_test`` *distinct*

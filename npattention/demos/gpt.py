@@ -33,15 +33,15 @@ from ..gpt import GPT
 from ..losses import CrossEntropyLoss
 from ..optim import AdamW, WarmupCosine, clip_grad_norm_
 from ..softmax import log_softmax
+from . import positive_int
 
 #: model and schedule; "full" is about a minute on 2 shared cores, "fast" a few seconds
 PRESETS = {
-    "full": dict(n_lines=6000, steps=700, batch_size=32, block_size=64, lr=3e-3,
+    "full": dict(n_lines=8000, steps=1000, batch_size=32, block_size=64, lr=3e-3,
                  model=dict(n_layer=2, n_head=4, d_model=64)),
-    "fast": dict(n_lines=3000, steps=250, batch_size=24, block_size=48, lr=4e-3,
+    "fast": dict(n_lines=6000, steps=600, batch_size=24, block_size=48, lr=4e-3,
                  model=dict(n_layer=2, n_head=2, d_model=48)),
 }
-
 
 def encode_lines(lines, vocab):
     """One stream of ids: every line followed by ``"\\n"``."""
@@ -64,7 +64,8 @@ def bigram_model(stream, vocab_size):
     seen[stream] = True
     xp.add.at(counts, (stream[:-1], stream[1:]), 1.0)
     counts = counts + seen[None, :]                 # add-one over the seen characters
-    return xp.log(counts / counts.sum(axis=1, keepdims=True))
+    probs = counts / counts.sum(axis=1, keepdims=True)
+    return xp.log(xp.where(probs > 0, probs, 1.0)) + xp.where(probs > 0, 0.0, -xp.inf)   # log 0 = -inf, no warning
 
 
 def bits_per_char(model, data, batch_size=128):
@@ -194,7 +195,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m npattention demo gpt",
                                      description="Train a character-level GPT on a toy grammar (CPU).")
     parser.add_argument("--fast", action="store_true", help="smaller model and fewer steps: a few seconds")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: per preset)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: per preset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("npattention-output", "gpt"), help="folder for the figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

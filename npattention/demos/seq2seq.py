@@ -1,11 +1,11 @@
 """Demo: an RNN encoder-decoder with attention learns to translate dates to ISO format.
 
-    python -m npattention demo seq2seq [--attention bahdanau|luong|note004|none]
+    python -m npattention demo seq2seq [--attention bahdanau|luong|location|none] [--task dates|reverse]
                                        [--score dot|general|concat] [--cell gru|lstm]
                                        [--fast] [--epochs N] [--seed S] [--out DIR]
 
-Trains on CPU (NumPy) with a progress bar, prints the held-out exact-match accuracy and
-a few translations, and writes to ``--out`` (default ``npattention-output/seq2seq``):
+Trains on CPU (NumPy) with a progress bar, prints the held-out exact-match accuracy
+(greedy, and beam search of width ``--beam``, 4 by default) and a few translations, and writes to ``--out`` (default ``npattention-output/seq2seq``):
 
 * ``seq2seq_<attention>.npz`` -- a checkpoint (:mod:`npattention.checkpoint`) with the
   model configuration and the vocabulary in its metadata;
@@ -29,6 +29,7 @@ from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from ..seq2seq import ATTENTIONS, Seq2Seq
 from ..train import fit
+from . import positive_float, positive_int
 
 TARGET_LEN = 10  # "YYYY-MM-DD"
 
@@ -53,13 +54,21 @@ def make_step(model, loss_fn):
     return step
 
 
-def evaluate(model, dataset, vocab, batch_size=500, max_len=TARGET_LEN + 1):
-    """Greedy-decode every row of ``dataset``; return ``(exact-match accuracy, predictions)``."""
+def evaluate(model, dataset, vocab, batch_size=500, max_len=TARGET_LEN + 1, beam_width=1, alpha=0.0):
+    """Decode every row of ``dataset`` (greedy, or beam search with ``beam_width > 1``, see
+    :func:`npattention.decoding.beam_search_seq2seq`); return ``(exact-match accuracy, predictions)``."""
+    from ..decoding import beam_search_seq2seq
+
     was_training = model.training
     model.eval()
     predictions = []
     for batch in dataset.batches(batch_size):
-        tokens, _ = model.greedy_decode(batch.src, batch.src_lengths, max_len=max_len, sos=vocab.SOS, eos=vocab.EOS)
+        if beam_width == 1:
+            tokens, _ = model.greedy_decode(batch.src, batch.src_lengths, max_len=max_len, sos=vocab.SOS,
+                                            eos=vocab.EOS)
+        else:
+            tokens = beam_search_seq2seq(model, batch.src, batch.src_lengths, max_len=max_len, beam_width=beam_width,
+                                         alpha=alpha, sos_idx=vocab.SOS, eos_idx=vocab.EOS).tokens
         predictions += vocab.decode_batch(tokens)
     model.train(was_training)
     return exact_match(predictions, dataset.targets), predictions
@@ -148,16 +157,21 @@ def main(argv=None):
     parser.add_argument("--score", choices=("dot", "general", "concat"), default="dot", help="Luong's score")
     parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
     parser.add_argument("--fast", action="store_true", help="a tiny run (seconds): small data, one epoch")
-    parser.add_argument("--epochs", type=int, default=None, help="default 3 (2 with --fast)")
-    parser.add_argument("--n-train", type=int, default=None, help="training dates (default 10000, 4000 with --fast)")
-    parser.add_argument("--hidden", type=int, default=32, help="encoder hidden size per direction")
-    parser.add_argument("--embed", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default 3 (2 with --fast)")
+    parser.add_argument("--n-train", type=positive_int, default=None, help="training dates (default 10000, 4000 with --fast)")
+    parser.add_argument("--hidden", type=positive_int, default=32, help="encoder hidden size per direction")
+    parser.add_argument("--embed", type=positive_int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("npattention-output", "seq2seq"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--task", choices=("dates", "reverse"), default="dates",
+                        help="dates (default): human dates -> ISO; reverse: strings reversed")
+    parser.add_argument("--beam", type=positive_int, default=4, help="also report beam search of this width (1: skip)")
     args = parser.parse_args(argv)
+    if args.beam <= 0:
+        parser.error(f"--beam must be a positive int, got {args.beam}")
     epochs = args.epochs if args.epochs is not None else (2 if args.fast else 3)
     n_train = args.n_train if args.n_train is not None else (4000 if args.fast else 10000)
     n_test = 200 if args.fast else 1000
@@ -165,16 +179,23 @@ def main(argv=None):
 
     matplotlib.use("Agg")
 
-    vocab, data = load_task("dates", n_train=n_train, n_val=n_test, n_test=n_test, seed=args.seed)
+    vocab, data = load_task(args.task, n_train=n_train, n_val=n_test, n_test=n_test, seed=args.seed)
+    max_len = max(len(t) for d in data.values() for t in d.targets) + 1
     max_src = max(int(d.src_lengths.max()) for d in data.values())  # for note004's position scores
     model = build_model(vocab, args.attention, args.hidden, args.embed, args.cell, args.score,
                         max_src_len=max_src, seed=args.seed)
-    print(f"dates: {n_train} train / {n_test} validation / {n_test} test; model {args.attention} "
+    print(f"{args.task}: {n_train} train / {n_test} validation / {n_test} test; model {args.attention} "
           f"({args.cell}, {model.num_parameters()} parameters)")
     history, optimizer = train(model, data["train"], data["val"], vocab, epochs=epochs, batch_size=args.batch_size,
                                lr=args.lr, seed=args.seed, progress=not args.no_progress)
-    acc, predictions = evaluate(model, data["test"], vocab)
+    acc, predictions = evaluate(model, data["test"], vocab, max_len=max_len)
     print(f"trained {history['seconds']:.1f} s; held-out (test) exact match: {acc:.4f}")
+    if args.beam > 1:
+        start = time.perf_counter()
+        beam_acc, beam_pred = evaluate(model, data["test"], vocab, batch_size=100, max_len=max_len, beam_width=args.beam)
+        changed = sum(a != b for a, b in zip(beam_pred, predictions))
+        print(f"held-out exact match, beam search (width {args.beam}): {beam_acc:.4f} vs greedy {acc:.4f} "
+              f"({changed} of {len(predictions)} outputs differ, {time.perf_counter() - start:.1f} s)")
     print("sample translations:")
     for src, pred, tgt in list(zip(data["test"].sources, predictions, data["test"].targets))[:8]:
         print(f"  {src:<28} -> {pred:<12} {'ok' if pred == tgt else 'WRONG (' + tgt + ')'}")

@@ -1,7 +1,7 @@
 """``python -m npattention demo why``: why self-attention -- accuracy against distance, and cost.
 
     python -m npattention demo why --fast          # T=10, 4 distances, 80 steps (about 10 s)
-    python -m npattention demo why                 # T=32, 7 distances, 400 steps (a few minutes)
+    python -m npattention demo why                 # T=24, 7 distances, 600 steps (a few minutes)
 
 Part 1 (class notes 001/002): the look-back task (:func:`npattention.data.long_range.make_lookback`)
 asks, at the last position, for the token ``d`` steps back.  Four encoders with about the same
@@ -22,6 +22,7 @@ from ..data.long_range import make_lookback
 from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from ..sequence_models import ENCODERS, SequenceClassifier
+from . import positive_float, positive_int
 
 #: display names for the encoders
 NAMES = {"self_attention": "self-attention", "lstm": "LSTM", "cnn": "CNN stack (k=3, 2 layers)",
@@ -150,20 +151,22 @@ def format_table(times, T_values):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m npattention demo why", description=__doc__.split("\n")[0])
     p.add_argument("--fast", action="store_true", help="T=10, distances 1,3,6,9, 80 steps (seconds)")
-    p.add_argument("--T", type=int, default=None, help="sequence length (default 32, --fast 10)")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps per model (default 400, --fast 80)")
+    p.add_argument("--T", type=positive_int, default=None, help="sequence length (default 24, --fast 10)")
+    p.add_argument("--steps", type=positive_int, default=None, help="Adam steps per model (default 600, --fast 80)")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 1e-2, --fast 2e-2)")
     p.add_argument("--distances", default=None, help="comma-separated distances (default spread over 1..T-1)")
-    p.add_argument("--vocab", type=int, default=4)
+    p.add_argument("--vocab", type=positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("npattention-output", "why"), help="output folder")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
-    args.T = args.T or (10 if args.fast else 32)
-    args.steps = args.steps or (80 if args.fast else 400)
+    args.T = args.T or (10 if args.fast else 24)
+    args.steps = args.steps or (80 if args.fast else 600)
+    args.lr = args.lr or (2e-2 if args.fast else 1e-2)
     if args.distances:
         args.distances = [int(v) for v in args.distances.split(",")]
     else:
-        args.distances = [1, 3, 6, 9] if args.fast else [1, 2, 4, 8, 16, 24, 31]
+        args.distances = [1, 3, 6, 9] if args.fast else [1, 2, 4, 8, 12, 16, 23]
     args.distances = [d for d in args.distances if 0 <= d < args.T]
     return args
 
@@ -172,9 +175,10 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     print(f"look-back task: T={args.T}, vocab={args.vocab} (chance {1 / args.vocab:.2f}), {args.steps} Adam steps "
-          f"of 32 sequences per model, distances {args.distances}")
+          f"(lr {args.lr}) of 32 sequences per model, distances {args.distances}")
     start = time.perf_counter()
-    acc, params = distance_sweep(args.distances, T=args.T, steps=args.steps, vocab=args.vocab, seed=args.seed)
+    acc, params = distance_sweep(args.distances, T=args.T, steps=args.steps, vocab=args.vocab, seed=args.seed,
+                                 lr=args.lr)
     print(f"({time.perf_counter() - start:.1f} s)")
     T_values = (32, 128) if args.fast else (64, 512)
     times = time_layers(T_values)

@@ -1,5 +1,5 @@
 """Cases for scaled dot-product attention, MultiheadAttention and its wrappers
-(npattention/attention/functional.py, multihead.py, self_attention.py)."""
+(npattention/attention/sdpa.py, multihead.py, self_attention.py)."""
 from ..attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from ..attention.multihead import MultiheadAttention
 from ..attention.self_attention import CausalSelfAttention, CrossAttention, LocalSelfAttention, SelfAttention

@@ -55,6 +55,7 @@ class SEBlock(Module):
     ``gate = sigmoid(a W2^T)`` (``(B, C)``) -> ``out = x * gate[:, :, None, None]``.
     Both fully connected layers have no bias.  ``reduction`` (alias ``ratio``, the notes'
     name) is ``r``; ``channel`` must be divisible by it.
+    cache: ``(x, z, gate)``: the input, the squeezed hidden layer and the gate.
     """
 
     def __init__(self, channel, reduction=16, ratio=None):
@@ -95,6 +96,7 @@ class SEBasicBlock(Module):
     residual branch *before* the addition (Hu et al., Fig. 3).  ``downsample``: None (the
     identity shortcut; needs ``stride == 1`` and ``inplanes == planes``), True (build
     ResNet's 1x1 conv + BatchNorm projection) or any Module mapping ``x`` to the branch's shape.
+    cache: ``(mask1, mask_out)``, the two ReLU masks (the convolutions, norms and SE block keep theirs).
     """
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, reduction=16):
@@ -147,6 +149,7 @@ class SEInception(Module):
     padding 1) -> 1x1.  They keep ``H, W`` and are concatenated along channels into
     ``C_out = ch1x1 + ch3x3 + ch5x5 + pool_proj`` channels, then ``SEBlock(C_out, reduction)``
     scales them (the SE-Inception module of Hu et al., Fig. 2).
+    cache: only a flag that forward ran; the branches keep their own caches.
     """
 
     def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, reduction=16):
@@ -197,6 +200,7 @@ class ChannelAttention(Module):
     MLP ``fc2(relu(fc1(.)))`` made of 1x1 convs without bias (``C -> C/ratio -> C``).
     The caller multiplies: ``x * ChannelAttention(C)(x)``.  Both pooled vectors go through
     the MLP as one stacked batch of ``2B``, so the shared weights get both gradients.
+    cache: ``(z, gate)``: the pooled descriptors and the gate.
     """
 
     def __init__(self, in_planes, ratio=8):
@@ -237,6 +241,8 @@ class SpatialAttention(Module):
     ``gate = sigmoid(conv_k([mean_c x ; max_c x]))``: the channel-wise mean and maximum
     are stacked into 2 maps and a ``k x k`` conv (no bias, padding ``k // 2``) makes one map.
     ``kernel_size`` must be 7 or 3, as in the notes.
+    cache: ``(C, is_max, gate)``: the channel count (for the mean), the one-hot argmax of the max-pool and the
+    gate.
     """
 
     def __init__(self, kernel_size=7):
@@ -275,6 +281,7 @@ class CBAM(Module):
     :class:`ChannelAttention` (``ratio``, default 8 as in the notes), ``Ms`` is
     :class:`SpatialAttention` (``kernel_size`` 7 or 3).  The gates are kept in
     ``.last_channel_gate`` ``(B, C, 1, 1)`` and ``.last_spatial_gate`` ``(B, 1, H, W)``.
+    cache: ``(x, g1, x1, g2)``: the input, the channel gate, the channel-gated map and the spatial gate.
     """
 
     def __init__(self, in_planes, ratio=8, kernel_size=7, order="channel-spatial"):
@@ -337,6 +344,7 @@ class ECA(Module):
     kernel ``k = eca_kernel_size(C, b, gamma)``, padding ``(k - 1) // 2``, no bias), so each
     channel's gate sees only its ``k`` neighbours; ``gate = sigmoid(.)``; ``out = x * gate``.
     ``kernel_size`` overrides the rule.
+    cache: ``(x, gate)``.
     """
 
     def __init__(self, channel, b=1, gamma=2, kernel_size=None):
@@ -373,6 +381,7 @@ class PixelAttention(Module):
 
     The 1x1 conv (``C -> C``, with bias) gives one gate per pixel *and* channel,
     ``(B, C, H, W)`` in ``(0, 1)``, kept in ``.last_gate``.
+    cache: ``(x, gate)``.
     """
 
     def __init__(self, channels):

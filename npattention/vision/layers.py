@@ -142,6 +142,8 @@ class Conv2d(Module):
     ``[g C/G, (g+1) C/G)``; ``groups = in_channels`` (with ``out_channels = in_channels``)
     is a depthwise conv, as in ``torch.nn.Conv2d``.  ``dilation d`` spreads the kernel taps
     ``d`` pixels apart (a ``k x k`` kernel covers ``d (k - 1) + 1`` pixels).
+    cache: the ``conv2d_forward`` cache (``(x.shape, cols, weight, has_bias, stride, padding, dilation,
+    groups)``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
@@ -194,6 +196,8 @@ class Conv1d(Module):
     ``weight``: ``(out_channels, in_channels / groups, k)`` as in PyTorch (``groups`` as in
     :class:`Conv2d`).  Computed as a
     :class:`Conv2d` on an image of height 1 (kernel ``(1, k)``, padding ``(0, p)``).
+    cache: the ``conv2d_forward`` cache (``(x.shape, cols, weight, has_bias, stride, padding, dilation,
+    groups)``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
@@ -252,6 +256,7 @@ class MaxPool2d(Module):
     Padding adds ``-inf`` borders (never chosen).  Backward routes each output gradient
     to the one input that was the window's maximum (the first one on ties), adding up
     where windows overlap.
+    cache: ``(x.shape, onehot)``, the one-hot argmax of each window.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
@@ -337,7 +342,10 @@ class AvgPool2d(Module):
 
 
 class _AdaptivePool2d(Module):
-    """Shared set-up: ``output_size`` ``(oh, ow)`` that must divide ``H`` and ``W``."""
+    """Shared set-up: ``output_size`` ``(oh, ow)`` that must divide ``H`` and ``W``.
+
+    cache: see the subclasses (the window size, and for max the one-hot argmax).
+    """
 
     gradcheck_exempt = "abstract base of AdaptiveAvgPool2d / AdaptiveMaxPool2d"
 
@@ -372,6 +380,7 @@ class AdaptiveAvgPool2d(_AdaptivePool2d):
 
     ``x``: ``(B, C, H, W)`` -> ``(B, C, oh, ow)``.  Backward: every input of a window gets
     ``grad / window_size``.
+    cache: ``(kh, kw)``, the window size.
     """
 
     def forward(self, x):
@@ -389,6 +398,7 @@ class AdaptiveMaxPool2d(_AdaptivePool2d):
     """Maximum over ``(H/oh) x (W/ow)`` windows; ``output_size=1`` is global max pooling.
 
     Backward: each window's gradient goes to its (first) maximum.
+    cache: ``(kh, kw, onehot)``: the window size and the one-hot argmax of each window.
     """
 
     def forward(self, x):
@@ -415,6 +425,8 @@ class BatchNorm2d(Module):
     As in ``torch.nn.BatchNorm2d``: ``affine=False`` drops gamma and beta (``weight`` and
     ``bias`` are None, ``y = xhat``); ``track_running_stats=False`` keeps no running
     statistics (no buffers) and normalises with the batch statistics in eval mode too.
+    cache: ``(xhat, inv_std, batch_stats)`` (``batch_stats``: were the batch's statistics used, i.e. training
+    mode?).
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
@@ -480,7 +492,10 @@ class BatchNorm2d(Module):
 
 
 class Flatten(Module):
-    """Flatten axes ``start_dim..end_dim`` into one (default: all but the batch axis)."""
+    """Flatten axes ``start_dim..end_dim`` into one (default: all but the batch axis).
+
+    cache: ``x.shape``.
+    """
 
     def __init__(self, start_dim=1, end_dim=-1):
         self.start_dim, self.end_dim = start_dim, end_dim
@@ -493,7 +508,10 @@ class Flatten(Module):
             raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} "
                              f"for an input of rank {nd}")
         self.cache = x.shape
-        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
+        merged = 1
+        for n in x.shape[s:e + 1]:
+            merged *= n       # (not -1: an empty batch, B = 0, must reshape too)
+        return x.reshape(x.shape[:s] + (merged,) + x.shape[e + 1:])
 
     def backward(self, grad_output):
         return grad_output.reshape(self.cache)
@@ -507,6 +525,7 @@ class BasicConv2d(Module):
 
     Same arguments as :class:`Conv2d` plus ``batch_norm``; with batch norm the conv has no
     bias (the norm's ``beta`` plays its role), as in torchvision's Inception.
+    cache: the ReLU mask ``z > 0`` (the convolution and the norm keep theirs).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, batch_norm=False):

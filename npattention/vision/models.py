@@ -47,6 +47,7 @@ class AttentionCNN(Module):
     The block sees ``2w`` channels at ``S/2 x S/2``; ``block="none"`` leaves it out.
     The block's gates / attention map stay on ``model.block`` (``.last_gate``, ...),
     and SAGAN's ``(B, N, N)`` map in ``model.last_attention``.
+    cache: only a flag that forward ran; the layers keep their own caches.
     """
 
     def __init__(self, in_channels=1, n_classes=8, block="se", width=8, reduction=4):

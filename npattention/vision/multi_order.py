@@ -142,6 +142,7 @@ class MultiOrderDWConv(Module):
     ``dilations`` must lie in 1..3 as in the official code.  Backward runs the steps in reverse:
     the pointwise conv, the split of the concat, the two dilated convs, and adds their
     input gradients into the matching channel slices of ``dy0`` before the first conv.
+    cache: only a flag that forward ran; the convolutions keep their own caches.
     """
 
     def __init__(self, channels, dilations=(1, 2, 3), channel_split=(1, 3, 4)):

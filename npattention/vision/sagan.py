@@ -31,6 +31,7 @@ class SelfAttention2d(Module):
     network learns how much non-local evidence to mix in.
 
     ``reduction`` (8 in SAGAN): query/key get ``in_dim // reduction`` channels.
+    cache: ``(q, k, v, attention, o)``: the projected maps, the attention map and the attention output.
     """
 
     def __init__(self, in_dim, reduction=8):

@@ -15,7 +15,7 @@ are the *alignment* (a tiny, local, differentiable attention over pixels) and th
 weighted sum of the four neighbours is the *context*.
 
 ``align_corners`` (the same meaning as in PyTorch's ``affine_grid`` / ``grid_sample``)
------------------------------------------------------------------------------------
+--------------------------------------------------------------------------------------
 * ``False`` (default): ``-1`` and ``+1`` are the **outer edges** of the border pixels, so
   pixel ``i`` of ``n`` has its centre at ``(2i + 1)/n - 1`` and a normalised coordinate
   ``u`` maps to pixel index ``((u + 1) n - 1)/2``.  Resolution-independent.
@@ -39,7 +39,7 @@ def _check_size(size, where):
         size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
         raise TypeError(f"{where}: 'size' must be a tuple (B, C, H, W) of ints, got {size!r}") from None
-    if len(size) != 4 or min(size) <= 0:
+    if len(size) != 4 or min(size[1:]) <= 0 or size[0] < 0:   # B = 0 (an empty batch) is fine
         raise ValueError(f"{where}: 'size' must be (B, C, H, W) with 4 positive ints "
                          f"(only 2-D affine grids are supported), got {size}")
     return size
@@ -270,7 +270,10 @@ def grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bi
 
 # --------------------------------------------------------------------------- modules
 class AffineGrid(Module):
-    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``."""
+    """Module form of :func:`affine_grid`: ``theta`` ``(B, 2, 3)`` -> grid ``(B, H, W, 2)``.
+
+    cache: ``size``, the output grid's ``(B, 1, H, W)``.
+    """
 
     def __init__(self, height, width, align_corners=False):
         self.height = check_positive_int(height, "height", "AffineGrid")
@@ -325,6 +328,7 @@ class SpatialTransformer(Module):
 
     backward returns ``dL/dx`` along both paths: through the sampler (the pixels that were
     read) and through the localisation net (how moving the grid changes the loss).
+    cache: ``(x, h, grid)``: the input, the localisation net's output and the sampling grid.
     """
 
     def __init__(self, in_channels, height, width, hidden=32, align_corners=False, output_size=None):
@@ -349,7 +353,7 @@ class SpatialTransformer(Module):
 
         It runs the layers' forward passes (and so replaces their caches): call
         :meth:`forward` again before a :meth:`backward`."""
-        h = xp.tanh(self.fc1(x.reshape(x.shape[0], -1)))
+        h = xp.tanh(self.fc1(x.reshape(x.shape[0], self.fc1.in_features)))   # (B = 0 works too)
         return self.fc2(h).reshape(-1, 2, 3), h
 
     def forward(self, x):
