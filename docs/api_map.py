@@ -88,6 +88,7 @@ MODULES = {
     "npattention.attention.kernel_regression": ("Attention as kernel regression (Nadaraya-Watson)", "attention",
                                                 "14"),
     "npattention.data.kernel_regression": ("Kernel regression data", "attention", "14"),
+    "npattention.data.periodic": ("Periodic sequences (length generalisation)", "modern_attention", "17"),
     "npattention.data.speech": ("Speech-like frames (truncated attention)", "multihead", "04"),
 }
 
