@@ -81,14 +81,15 @@ MODULES = {
     "npattention.data.grammar": ("Toy grammar text", "decoding", "16"),
     "npattention.attention.band": ("Band (local) attention", "multihead", "04"),
     "npattention.vision.multi_order": ("Multi-order and high-order attention (MogaNet, HorNet)", "vision", "12"),
-    "npattention.sequence_models": ("Why self-attention: sequence encoders and read-outs", "multihead", "13"),
-    "npattention.data.long_range": ("Look-back task", "multihead", "13"),
-    "npattention.data.task_types": ("The three task types", "multihead", "13"),
+    "npattention.sequence_models": ("Why self-attention: sequence encoders and read-outs", "why_self_attention", "13"),
+    "npattention.data.long_range": ("Look-back task", "why_self_attention#the-look-back-task-make_lookbackn-t-d-vocab4", "13"),
+    "npattention.data.task_types": ("The three task types", "why_self_attention#the-three-task-types-of-note-002", "13"),
     "npattention.data.retrieval": ("Retrieval task (hard attention)", "attention", "03"),
     "npattention.attention.kernel_regression": ("Attention as kernel regression (Nadaraya-Watson)", "attention",
                                                 "14"),
     "npattention.data.kernel_regression": ("Kernel regression data", "attention", "14"),
-    "npattention.data.speech": ("Speech-like frames (truncated attention)", "multihead", "13"),
+    "npattention.data.periodic": ("Periodic sequences (length generalisation)", "modern_attention", "17"),
+    "npattention.data.speech": ("Speech-like frames (truncated attention)", "multihead", "04"),
 }
 
 # object's defining "module.name" -> (docs page[#anchor], notebook number or None)

@@ -22,7 +22,7 @@ Read-outs (the three task types of note 002):
 
 (The third task type, sequence to sequence, uses :class:`npattention.transformer.Transformer`.)
 """
-from .backend import xp
+from .backend import DEFAULT_DTYPE, xp
 from .layers import Embedding, Linear, ReLU
 from .module import Module, Parameter
 from .positional import LearnedPositionalEmbedding
@@ -146,7 +146,7 @@ class AttentionPooling(Module):
 
     def __init__(self, embed_dim):
         self.embed_dim = check_positive_int(embed_dim, "embed_dim", "AttentionPooling")
-        self.query = Parameter(xp.zeros((embed_dim,), dtype=Linear(1, 1).weight.data.dtype))
+        self.query = Parameter(xp.zeros((embed_dim,), dtype=DEFAULT_DTYPE))   # uniform weights at the start
         self.last_weights = None
 
     def forward(self, x, mask=None):

@@ -98,6 +98,10 @@ def test_local_self_attention_band_equals_masked(rng):
         np.testing.assert_allclose(H(band.backward(dout)), H(masked.backward(dout)), atol=1e-12)
         for (name, p), (_, p2) in zip(band.named_parameters(), masked.named_parameters()):
             np.testing.assert_allclose(H(p.grad), H(p2.grad), atol=1e-12, err_msg=name)
+    am = rng.random((2 * 2, 11, 11)) > 0.8                        # PyTorch's (B*H, T, T) layout
+    np.testing.assert_allclose(H(band(x, attn_mask=am)[0]), H(masked(x, attn_mask=am)[0]), atol=1e-12)
+    with pytest.raises(ValueError, match="'attn_mask' must have shape"):
+        band(x, attn_mask=xp.zeros((3, 11, 11), dtype=bool))
     _, wb = band(x, band_weights=True)
     assert wb.shape == (2, 11, 5)
     assert band(x, need_weights=False)[1] is None

@@ -28,3 +28,13 @@ def test_library_import_still_raises_for_a_bad_backend():
     r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT, NPATTENTION_BACKEND="bogus"),
                        capture_output=True, text=True)
     assert r.returncode == 1 and "BackendError: NPATTENTION_BACKEND must be 'numpy', 'cupy' or 'auto'" in r.stderr
+
+
+@pytest.mark.parametrize("args,option", [(("transformer", "--epochs", "0"), "--epochs"),
+                                         (("seq2seq", "--epochs", "-3"), "--epochs"),
+                                         (("stn", "--lr", "-1"), "--lr"),
+                                         (("vision", "--n-train", "abc"), "--n-train")])
+def test_bad_demo_numbers_are_argument_errors(args, option):
+    r = cli("demo", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"error: argument {option}: expected a" in r.stderr.strip().splitlines()[-1]

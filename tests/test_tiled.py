@@ -329,6 +329,26 @@ def test_transformer_pass_through_matches_default():
         assert _max_diff(results[1][1][n], g) <= 1e-12, n
 
 
+def test_gpt_blocks_switched_to_tiled_match_default():
+    from npattention.gpt import GPT
+
+    rng = np.random.default_rng(15)
+    ids = xp.asarray(rng.integers(0, 10, size=(2, 9)))
+    grad = _normal(rng, 2, 9, 10)
+    results = []
+    for block_size in (None, 4):
+        backend.manual_seed(0)
+        model = GPT(10, 16, n_layer=2, n_head=2, d_model=8).double()
+        for block in model.blocks:
+            block.self_attn.block_size = block_size
+        logits = model(ids)
+        model.backward(grad)
+        results.append((logits, {n: p.grad.copy() for n, p in model.named_parameters()}))
+    assert _max_diff(results[1][0], results[0][0]) <= 1e-12
+    for n, g in results[0][1].items():
+        assert _max_diff(results[1][1][n], g) <= 1e-12, n
+
+
 # ------------------------------------------------------------------ errors
 def test_bad_arguments_get_clear_errors():
     rng = np.random.default_rng(12)

@@ -17,7 +17,7 @@ Backward (docs/kernel_regression.md), with ``u_ij = q_i - k_j``::
     dS = A * (dA - rowsum(A * dA))                         (softmax)
     dq_i = -w^2 sum_j dS_ij u_ij    dk_j = w^2 sum_i dS_ij u_ij    dw = -w sum_ij dS_ij u_ij^2
 """
-from ..backend import xp
+from ..backend import DEFAULT_DTYPE, xp
 from ..module import Module, Parameter
 from ..softmax import softmax
 from ..validate import check_array
@@ -38,7 +38,7 @@ class NadarayaWatson(Module):
     def __init__(self, bandwidth=1.0, learnable=True):
         if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
             raise ValueError(f"NadarayaWatson: 'bandwidth' must be a positive number, got {bandwidth!r}")
-        w = xp.asarray([1.0 / float(bandwidth)], dtype=xp.float32)
+        w = xp.asarray([1.0 / float(bandwidth)], dtype=DEFAULT_DTYPE)
         self.learnable = bool(learnable)
         if self.learnable:
             self.w = Parameter(w)

@@ -118,6 +118,14 @@ class LocalSelfAttention(SelfAttention):
         if key_padding_mask is not None:
             check_array(key_padding_mask, "key_padding_mask", "LocalSelfAttention", shape=(B, T), dtype="bool")
             key_padding_mask = key_padding_mask[:, None, :]            # (B, 1, T): same for every head
+        if attn_mask is not None:
+            check_array(attn_mask, "attn_mask", "LocalSelfAttention", dtype="bool")
+            H = mha.num_heads
+            if attn_mask.ndim == 3 and attn_mask.shape == (B * H, T, T):
+                attn_mask = attn_mask.reshape(B, H, T, T)              # PyTorch's (B*H, T, T) layout
+            elif attn_mask.ndim not in (2, 4) or attn_mask.shape[-2:] != (T, T):
+                raise ValueError(f"LocalSelfAttention: 'attn_mask' must have shape (T, T) = {(T, T)}, "
+                                 f"(B*H, T, T) = {(B * H, T, T)} or (B, H, T, T), got {tuple(attn_mask.shape)}")
         # 1. expand and 2. split heads, with the parameters of self.attn (as MultiheadAttention does)
         q, k, v = (mha._split_heads(x @ W.T + b if b is not None else x @ W.T)
                    for W, b, _, _ in mha._projections())               # 3 x (B, H, T, D)

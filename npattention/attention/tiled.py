@@ -11,10 +11,11 @@ computes exactly what :func:`~npattention.attention.sdpa.scaled_dot_product_atte
 computes (same arguments, shapes, broadcasting and mask convention: boolean, **True =
 masked out**; a query whose keys are all masked gets a zero row, never NaN; a float
 ``attn_mask`` or ``attn_bias`` is added to the scores), but never forms the ``(L, S)``
-scores or weights.  (An additive bias is itself as large as the scores it is added to, and
-so is its gradient: the path slices it tile by tile but cannot make it smaller.)  The queries are cut into tiles of ``B_q`` rows and
-the keys/values into tiles of ``B_k`` rows (``block_size = B`` or ``(B_q, B_k)``; the last
-tile may be shorter); only ``(..., B_q, B_k)`` pieces of the scores exist at any time.
+scores or weights.  The queries are cut into tiles of ``B_q`` rows and the keys/values
+into tiles of ``B_k`` rows (``block_size = B`` or ``(B_q, B_k)``; the last tile may be
+shorter); only ``(..., B_q, B_k)`` pieces of the scores exist at any time.  (An additive
+bias is itself as large as the scores, and so is its gradient: it is sliced tile by tile,
+but this path cannot make it smaller.)
 
 **The loops over tiles are the lesson** and stay visible; everything inside a tile (batch,
 heads, the tile's rows and columns) is vectorised.  Per query tile (``docs/tiled.md``)::

@@ -29,6 +29,7 @@ from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from ..seq2seq import ATTENTIONS, Seq2Seq
 from ..train import fit
+from . import positive_float, positive_int
 
 TARGET_LEN = 10  # "YYYY-MM-DD"
 
@@ -156,18 +157,18 @@ def main(argv=None):
     parser.add_argument("--score", choices=("dot", "general", "concat"), default="dot", help="Luong's score")
     parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
     parser.add_argument("--fast", action="store_true", help="a tiny run (seconds): small data, one epoch")
-    parser.add_argument("--epochs", type=int, default=None, help="default 3 (2 with --fast)")
-    parser.add_argument("--n-train", type=int, default=None, help="training dates (default 10000, 4000 with --fast)")
-    parser.add_argument("--hidden", type=int, default=32, help="encoder hidden size per direction")
-    parser.add_argument("--embed", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default 3 (2 with --fast)")
+    parser.add_argument("--n-train", type=positive_int, default=None, help="training dates (default 10000, 4000 with --fast)")
+    parser.add_argument("--hidden", type=positive_int, default=32, help="encoder hidden size per direction")
+    parser.add_argument("--embed", type=positive_int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("npattention-output", "seq2seq"))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--task", choices=("dates", "reverse"), default="dates",
                         help="dates (default): human dates -> ISO; reverse: strings reversed")
-    parser.add_argument("--beam", type=int, default=4, help="also report beam search of this width (1: skip)")
+    parser.add_argument("--beam", type=positive_int, default=4, help="also report beam search of this width (1: skip)")
     args = parser.parse_args(argv)
     if args.beam <= 0:
         parser.error(f"--beam must be a positive int, got {args.beam}")

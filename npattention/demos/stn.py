@@ -30,6 +30,7 @@ from ..train import accuracy, fit
 from ..data.glyphs import GLYPHS, make_glyphs
 from ..vision.layers import Flatten
 from ..vision.stn import SpatialTransformer
+from . import nonneg_int, positive_float, positive_int
 
 
 def build_model(size, channels=1, n_classes=len(GLYPHS), hidden=64, stn=True, loc_hidden=32, seed=0):
@@ -164,12 +165,12 @@ def train_pair(size=28, n_train=5000, n_test=1000, epochs=15, batch_size=64, lr=
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m npattention demo stn", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="tiny run (16 px, 1500 images, a few epochs)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 15; 6 with --fast)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 15; 6 with --fast)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 28; 16 with --fast)")
-    parser.add_argument("--n-train", type=int, default=None, help="training images (default 5000; 1500 with --fast)")
-    parser.add_argument("--clutter", type=int, default=2, help="line fragments per image")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3; 2e-3 with --fast)")
+    parser.add_argument("--size", type=positive_int, default=None, help="image side in pixels (default 28; 16 with --fast)")
+    parser.add_argument("--n-train", type=positive_int, default=None, help="training images (default 5000; 1500 with --fast)")
+    parser.add_argument("--clutter", type=nonneg_int, default=2, help="line fragments per image")
+    parser.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 1e-3; 2e-3 with --fast)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the model without STN")
     parser.add_argument("--out", default=os.path.join("npattention-output", "stn"))
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ from ..data import Vocab, exact_match, load_task
 from ..losses import CrossEntropyLoss
 from ..optim import Adam, WarmupCosine, clip_grad_norm_
 from ..transformer import Transformer, greedy_decode
+from . import positive_int
 
 #: per task: data sizes and options, model size and training schedule (tuned to reach
 #: >= 99% held-out exact match in about a minute on one CPU core; see docs/transformer.md)
@@ -219,13 +220,13 @@ def main(argv=None):
                                      description="Train a Transformer on a toy translation task (CPU).")
     parser.add_argument("--task", choices=sorted(PRESETS), default="dates",
                         help="dates (default): human-written dates -> ISO; reverse, copy, sort: strings")
-    parser.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: per task)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="passes over the training set (default: per task)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, weights and batch order")
     parser.add_argument("--out", default=os.path.join("npattention-output", "transformer"),
                         help="output folder for the checkpoint and figures")
     parser.add_argument("--fast", action="store_true", help="tiny model and data: a few seconds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--beam", type=int, default=4, help="also report beam search of this width (1: skip)")
+    parser.add_argument("--beam", type=positive_int, default=4, help="also report beam search of this width (1: skip)")
     args = parser.parse_args(argv)
     if args.beam <= 0:
         parser.error(f"--beam must be a positive int, got {args.beam}")

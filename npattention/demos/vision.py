@@ -21,24 +21,25 @@ from ..optim import Adam
 from ..train import accuracy, fit
 from ..data.glyphs import GLYPHS, make_glyphs
 from ..vision.models import BLOCKS, AttentionCNN
+from . import nonneg_float, nonneg_int, positive_float, positive_int
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m npattention demo vision", description=__doc__.split("\n")[0])
     p.add_argument("--block", choices=BLOCKS, default="cbam", help="attention block inside the CNN (default cbam)")
     p.add_argument("--fast", action="store_true", help="small data, two short epochs (a smoke run of a few seconds)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 6, --fast 2)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 6, --fast 2)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, weights and batch order")
     p.add_argument("--out", default=os.path.join("npattention-output", "vision"), help="output folder")
-    p.add_argument("--n-train", type=int, default=None, help="training images (default 4000, --fast 1000)")
-    p.add_argument("--n-test", type=int, default=None, help="held-out images (default 1000, --fast 200)")
-    p.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
-    p.add_argument("--channels", type=int, default=1, help="image channels (default 1)")
-    p.add_argument("--clutter", type=int, default=10, help="clutter fragments per image (default 10)")
-    p.add_argument("--noise", type=float, default=0.3, help="std of the pixel noise (default 0.3)")
-    p.add_argument("--width", type=int, default=8, help="CNN width: channels w, 2w, 2w (default 8)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-train", type=positive_int, default=None, help="training images (default 4000, --fast 1000)")
+    p.add_argument("--n-test", type=positive_int, default=None, help="held-out images (default 1000, --fast 200)")
+    p.add_argument("--size", type=positive_int, default=28, help="image side in pixels (default 28)")
+    p.add_argument("--channels", type=positive_int, default=1, help="image channels (default 1)")
+    p.add_argument("--clutter", type=nonneg_int, default=10, help="clutter fragments per image (default 10)")
+    p.add_argument("--noise", type=nonneg_float, default=0.3, help="std of the pixel noise (default 0.3)")
+    p.add_argument("--width", type=positive_int, default=8, help="CNN width: channels w, 2w, 2w (default 8)")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     args = p.parse_args(argv)
     args.epochs = args.epochs or (2 if args.fast else 6)

@@ -22,6 +22,7 @@ from ..data.long_range import make_lookback
 from ..losses import CrossEntropyLoss
 from ..optim import Adam
 from ..sequence_models import ENCODERS, SequenceClassifier
+from . import positive_float, positive_int
 
 #: display names for the encoders
 NAMES = {"self_attention": "self-attention", "lstm": "LSTM", "cnn": "CNN stack (k=3, 2 layers)",
@@ -150,11 +151,11 @@ def format_table(times, T_values):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m npattention demo why", description=__doc__.split("\n")[0])
     p.add_argument("--fast", action="store_true", help="T=10, distances 1,3,6,9, 80 steps (seconds)")
-    p.add_argument("--T", type=int, default=None, help="sequence length (default 24, --fast 10)")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps per model (default 600, --fast 80)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-2, --fast 2e-2)")
+    p.add_argument("--T", type=positive_int, default=None, help="sequence length (default 24, --fast 10)")
+    p.add_argument("--steps", type=positive_int, default=None, help="Adam steps per model (default 600, --fast 80)")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default 1e-2, --fast 2e-2)")
     p.add_argument("--distances", default=None, help="comma-separated distances (default spread over 1..T-1)")
-    p.add_argument("--vocab", type=int, default=4)
+    p.add_argument("--vocab", type=positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("npattention-output", "why"), help="output folder")
     p.add_argument("--no-plots", action="store_true")
