@@ -16,7 +16,7 @@ from .masks import causal_mask, padding_mask
 from .gradcheck import check_function, gradcheck
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .losses import CrossEntropyLoss, MSELoss
-from .module import Module, Parameter, Sequential
+from .module import AnomalyError, Module, Parameter, Sequential, detect_anomaly, set_detect_anomaly
 from .optim import SGD, Adam, AdamW, WarmupCosine, WarmupInverseSqrt, clip_grad_norm_
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell

@@ -1,5 +1,5 @@
 """Command line: ``python -m npattention gradcheck [NAME ...]`` and
-``python -m npattention demo [transformer|seq2seq|vision|stn] [options]``."""
+``python -m npattention demo [transformer|seq2seq|vision|stn|gpt] [options]``."""
 import argparse
 import importlib
 import sys
@@ -12,6 +12,7 @@ DEMOS = {
     "stn": "npattention.demos.stn",
     "why": "npattention.demos.why_self_attention",
     "gpt": "npattention.demos.gpt",
+    "length": "npattention.demos.length_generalisation",
 }
 DEFAULT_DEMO = "transformer"
 

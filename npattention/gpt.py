@@ -15,7 +15,10 @@ that cannot look ahead.  Training is next-token prediction: ``logits[:, t]`` pre
 ``idx[:, t + 1]``, all ``T`` positions in one pass thanks to the causal mask.
 
 Positions are learned (``P``, an :class:`Embedding` of ``block_size`` rows) by default;
-``positional="sinusoidal"`` adds the fixed table instead, and ``"rope"``, ``"alibi"``,
+``positional="sinusoidal"`` adds the fixed table instead, times 0.1 (the tokens start at
+0.02: at amplitude 1 the table swamps them and the model of the length-generalisation demo
+did not learn at all, at the tokens' own size it learned too slowly; docs/modern_attention.md
+section 8 -- the 2017 model multiplies the tokens by ``sqrt(d)`` instead), and ``"rope"``, ``"alibi"``,
 ``"relative"`` put the positions inside every attention layer (nothing is added to the
 tokens; npattention/attention/positions.py), ``"none"`` uses no position code at all (the
 causal mask alone; a baseline).  With a
@@ -45,6 +48,8 @@ from .transformer import TransformerEncoderLayer
 from .validate import check_array, check_positive_int, check_probability
 
 __all__ = ["GPT"]
+
+_SINUSOIDAL_SCALE = 0.1   # amplitude of the fixed table next to token embeddings that start at 0.02
 
 
 class GPT(Module):
@@ -142,7 +147,7 @@ class GPT(Module):
         if self.wpe is not None:
             return self.wpe.weight.data[pos]
         if self.positional == "sinusoidal":
-            return self.pe[pos].astype(self.wte.weight.data.dtype)
+            return (self.pe[pos] * _SINUSOIDAL_SCALE).astype(self.wte.weight.data.dtype)
         return 0.0
 
     def head(self, h):

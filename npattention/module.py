@@ -315,7 +315,13 @@ class AnomalyError(FloatingPointError):
     """A NaN or inf found by anomaly mode.  ``module_path``: the module's dotted path
     in the model (``"encoder.layers.1.self_attn"``); ``phase``: ``"forward"`` or
     ``"backward"``; ``inputs_finite``: whether everything the module received was finite
-    (True means this module created the non-finite values)."""
+    (True means this module's own computation created the non-finite values).
+
+    Which module is named: the innermost one whose output (forward) or gradients
+    (backward) hold a NaN/inf although what it received was finite; a child that merely
+    received non-finite values from its parent's own code stays silent, so the parent is
+    named.  A module with a non-finite parameter is named as such, and the outermost
+    module names a non-finite input or ``grad_output`` given by the caller."""
 
     def __init__(self, message, module_path, phase, inputs_finite):
         super().__init__(message)
@@ -417,28 +423,33 @@ def _first_bad(pairs):
 
 def _raise_anomaly(module, phase, what, bad, received):
     path = _module_path(module)
-    if received:
-        cause = (f"; {received[0]} was already non-finite ({received[1]}), so the problem is upstream "
-                 f"of this module" + (" (in the forward order)" if phase == "forward" else
-                                      " (in the backward order: look at the module after it)"))
-    else:
+    if received is None:
         cause = "; everything it received was finite, so this module produced them"
+    elif received[0].startswith("its parameter"):
+        cause = (f"; {received[0]} is non-finite ({received[1]}): the weights themselves are bad "
+                 "(did an earlier update write NaN into them?)")
+    else:   # only the outermost module blames what it was given
+        given = "the data passed to the model" if phase == "forward" else "the gradient passed to backward"
+        cause = f"; {received[0]} was already non-finite ({received[1]}): {given} holds NaN or inf"
     raise AnomalyError(f"anomaly mode: {phase} of {path!r} ({type(module).__name__}): {what} has {bad}{cause}",
-                       path, phase, not received)
+                       path, phase, received is None)
 
 
 def _check_forward(module, out, inputs, kwargs):
     found = _first_bad(_leaves(out, "output"))
     if found is None:
         return
-    try:   # name the inputs as forward's signature does ('query', 'x', ...)
-        bound = inspect.signature(module.forward).bind(*inputs, **kwargs).arguments
-        named = [(f"input {k!r}", v) for k, v in bound.items()]
-    except (TypeError, ValueError):
-        named = [(f"input {i}", v) for i, v in enumerate(inputs)] + [(f"input {k!r}", v) for k, v in kwargs.items()]
-    named += [(f"parameter {n!r}", c.data) for n, c in module._children() if isinstance(c, Parameter)]
-    received = _first_bad(pair for label, v in named for pair in _leaves(v, label))
-    _raise_anomaly(module, "forward", found[0], found[1], received)
+    bad_param = _first_bad((f"its parameter {n!r}", c.data) for n, c in module._children() if isinstance(c, Parameter))
+    if bad_param is None:
+        try:   # name the inputs as forward's signature does ('query', 'x', ...)
+            bound = inspect.signature(module.forward).bind(*inputs, **kwargs).arguments
+            named = [(f"input {k!r}", v) for k, v in bound.items()]
+        except (TypeError, ValueError):
+            named = [(f"input {i}", v) for i, v in enumerate(inputs)] + [(f"input {k!r}", v) for k, v in kwargs.items()]
+        received = _first_bad(pair for label, v in named for pair in _leaves(v, label))
+        if received is not None and len(_STACK) > 1:
+            return   # made by the enclosing module's own code (or a sibling that deferred): the parent is blamed
+    _raise_anomaly(module, "forward", found[0], found[1], bad_param or received)
 
 
 def _check_backward(module, grads, grad_output):
@@ -447,6 +458,8 @@ def _check_backward(module, grads, grad_output):
     if found is None:
         return
     received = _first_bad(_leaves(grad_output, "its 'grad_output'"))
+    if received is not None and len(_STACK) > 1:
+        return   # the enclosing module's backward handed it over: the parent is blamed
     _raise_anomaly(module, "backward", found[0], found[1], received)
 
 

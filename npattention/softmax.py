@@ -75,6 +75,8 @@ def softmax_backward(grad_weights, weights, axis=-1):
     With ``w = softmax(s)``: ``dL/ds_i = w_i (dL/dw_i - sum_j w_j dL/dw_j)``.
     Masked entries have ``w = 0`` and so get zero gradient automatically.
     """
+    check_array(weights, "weights", "softmax_backward")
+    check_array(grad_weights, "grad_weights", "softmax_backward", shape=tuple(weights.shape))
     inner = xp.sum(grad_weights * weights, axis=axis, keepdims=True)
     return weights * (grad_weights - inner)
 

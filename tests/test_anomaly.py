@@ -67,9 +67,10 @@ def test_forward_names_the_input_that_was_already_nonfinite():
     net = model()
     x = xp.ones((2, 3), dtype=xp.float32)
     x[1, 2] = xp.nan
-    with detect_anomaly():
-        with pytest.raises(AnomalyError, match=r"forward of 'layers.0' \(Linear\).*input 'x' was already "
-                                               r"non-finite \(1 NaN and 0 inf among 6 entries\)") as err:
+    with detect_anomaly(), np.errstate(all="ignore"):
+        with pytest.raises(AnomalyError, match=r"forward of '\(the model itself\)' \(Sequential\).*input 'x' was "
+                                               r"already non-finite \(1 NaN and 0 inf among 6 entries\): the data "
+                                               r"passed to the model holds NaN or inf") as err:
             net(x)
     assert not err.value.inputs_finite
 
@@ -80,7 +81,8 @@ def test_forward_names_a_nonfinite_parameter():
     x = xp.ones((2, 3), dtype=xp.float32)   # log(relu(...)) may be -inf: use positive inputs only
     net.layers[2].fc.weight.data[...] = 0.1
     net.layers[2].fc.bias.data[...] = 1.0
-    with detect_anomaly(), pytest.raises(AnomalyError, match=r"'layers.2.out' \(Linear\).*parameter 'weight'"):
+    with detect_anomaly(), pytest.raises(AnomalyError, match=r"'layers.2.out' \(Linear\).*its parameter 'weight' is "
+                                                             r"non-finite .*the weights themselves are bad"):
         net(x)
 
 
@@ -121,7 +123,8 @@ def test_backward_blames_a_nonfinite_grad_output_and_a_finite_chain_passes():
         g = xp.ones_like(y)
         g[0, 0] = xp.nan
         net(x)
-        with pytest.raises(AnomalyError, match=r"backward of 'layers.3' \(Tanh\).*'grad_output' was already"):
+        with pytest.raises(AnomalyError, match=r"backward of '\(the model itself\)' \(Sequential\).*'grad_output' "
+                                               r"was already non-finite .*the gradient passed to backward"):
             net.backward(g)
     net(x)
     np.testing.assert_array_equal(dx, net.backward(xp.ones_like(y)))
@@ -132,8 +135,29 @@ def test_transformer_path_names_the_attention_layer():
     enc = TransformerEncoder(TransformerEncoderLayer(8, 2, 16, dropout=0.0), num_layers=2)
     enc.layers[1].self_attn.in_proj_weight.data[0, 0] = xp.nan
     x = xp.asarray(np.random.default_rng(0).normal(size=(2, 4, 8)), dtype=xp.float32)
-    with detect_anomaly(), pytest.raises(AnomalyError, match=r"forward of 'layers.1.self_attn"):
+    with detect_anomaly(), pytest.raises(AnomalyError, match=r"forward of 'layers.1.self_attn' \(MultiheadAttention\): "
+                                                             r"output\[0\] has .*its parameter 'in_proj_weight'"):
         enc(x)
+
+
+class Halve(Module):
+    """A parent whose own (inline) code makes the NaN that its child then receives."""
+
+    def __init__(self):
+        self.fc = Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(xp.sqrt(x - 10.0))     # sqrt of a negative: NaN made here, not in fc
+
+    def backward(self, g):
+        return self.fc.backward(g)
+
+
+def test_a_child_fed_nan_by_its_parent_blames_the_parent():
+    net = Sequential(Linear(3, 3), Halve())
+    with detect_anomaly(), np.errstate(all="ignore"), pytest.raises(
+            AnomalyError, match=r"forward of 'layers.1' \(Halve\): .*this module produced them"):
+        net(xp.ones((2, 3), dtype=xp.float32))
 
 
 def test_set_detect_anomaly_and_decorator_and_bad_arguments():

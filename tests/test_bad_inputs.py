@@ -193,3 +193,13 @@ def test_seq2seq_names_src_lengths_and_encoder_names_src():
                               src_lengths=xp.asarray([3]))
     with pytest.raises(ValueError, match="Encoder: 'src' has S = 0"):
         Encoder(10, 4, 5)(xp.zeros((2, 0), dtype=xp.int64))
+
+
+def test_softmax_backward_checks_shapes_and_top_level_exports():
+    import npattention
+    from npattention.softmax import softmax_backward
+    w = softmax(arr(2, 3))
+    with pytest.raises(ValueError, match=r"softmax_backward: 'grad_weights' must have shape \(2, 3\), got \(3, 2\)"):
+        softmax_backward(arr(3, 2), w)
+    assert npattention.detect_anomaly is npattention.module.detect_anomaly
+    assert issubclass(npattention.AnomalyError, FloatingPointError)

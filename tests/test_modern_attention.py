@@ -14,7 +14,9 @@ from npattention.attention.rotary import apply_rotary, rotary_tables
 from npattention.attention.sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 from npattention.backend import to_numpy, xp
 from npattention.masks import causal_mask, padding_mask
+from npattention.data.periodic import make_periodic
 from npattention.decoding import GPTState
+from npattention.demos import length_generalisation
 from npattention.gpt import GPT
 from npattention.transformer import Transformer
 
@@ -337,3 +339,38 @@ def test_gpt_left_padding_does_not_change_offsets(rng, positional):
     grads = {n: float(xp.abs(p.grad).sum()) for n, p in model.named_parameters()}
     assert all(np.isfinite(list(grads.values())))
     assert any("positional" in n for n in grads) == (positional == "relative")
+
+
+# ------------------------------------------------------------------ the length-generalisation task and demo
+def test_periodic_task(rng):
+    ids = H(make_periodic(4, 23, period=5, vocab_size=8, rng=rng))
+    assert ids.shape == (4, 23) and ids.dtype == np.int64
+    assert ids.min() >= 1 and ids.max() <= 7
+    np.testing.assert_array_equal(ids[:, 5:], ids[:, :-5])          # token t = token t - 5
+    with pytest.raises(ValueError, match="'period' must be a positive int"):
+        make_periodic(2, 10, period=0)
+
+
+def test_length_demo_fast_run():
+    """The smoke preset (what notebook 17 runs in fast mode): even 50 steps of a tiny GPT show
+    that a position code is needed -- RoPE learns the task inside the training lengths, no
+    position code stays near chance (1/7)."""
+    results = length_generalisation.run(fast=True, positionals=("rope", "none"))
+    rope_inside, _, _ = length_generalisation.ranges(results["rope"]["accuracy"])
+    none_inside, _, _ = length_generalisation.ranges(results["none"]["accuracy"])
+    assert results["rope"]["accuracy"].shape == (128,)
+    assert rope_inside > 0.7 and none_inside < 0.35, (rope_inside, none_inside)
+
+
+def test_benchmark_script_runs_quick(capsys):
+    """benchmarks/bench_modern.py's smoke mode runs and prints its table (no timing is asserted)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_modern.py"
+    spec = importlib.util.spec_from_file_location("bench_modern", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "softmax/linear time" in out and "num_kv_heads=1:  2.00 MiB" in out

@@ -29,6 +29,7 @@ from ..layers import Linear, xavier_uniform
 from ..module import Parameter
 from ..validate import check_positive_int, check_probability
 from .multihead import MultiheadAttention
+from .alibi import ALiBi
 from .positions import make_positional, positions_backward, positions_forward
 from .sdpa import scaled_dot_product_attention, scaled_dot_product_attention_backward
 
@@ -177,4 +178,4 @@ class GroupedQueryAttention(MultiheadAttention):
     def extra_repr(self):
         s = (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
              f"dropout={self.dropout}, bias={self.in_proj_bias is not None}")
-        return s + (f", positional={self.positional!r}" if self.positional is not None else "")
+        return s + (f", positional={self.positional!r}" if isinstance(self.positional, ALiBi) else "")

@@ -225,7 +225,7 @@ class MultiheadAttention(Module):
             f"bias={self.in_proj_bias is not None}"
         if not self._qkv_same_embed_dim:
             s += f", kdim={self.kdim}, vdim={self.vdim}"
-        if self.positional is not None:
+        if self.positional is not None and not isinstance(self.positional, Module):   # (Modules: shown below)
             s += f", positional={self.positional!r}"
         if self.block_size is not None:
             s += f", block_size={self.block_size}"

@@ -4,6 +4,7 @@
 * :mod:`.spiral`    -- the 2-D spiral classification problem
 * :mod:`.glyphs`    -- glyph images on cluttered backgrounds (vision, spatial transformer)
 * :mod:`.retrieval` -- find the key a disguised query points at (soft vs hard attention)
+* :mod:`.periodic`  -- sequences repeating a random block (position codes, length generalisation)
 
 New toy tasks get their own module here.
 """
