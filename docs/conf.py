@@ -21,6 +21,7 @@ What this file does besides the usual settings (all generated files are git-igno
 * Links written for GitHub (``../notebooks/x.ipynb`` from a docs page, ``../docs/x.md`` from a
   notebook) are rewritten to the site's own pages.
 """
+import json
 import os
 import re
 import sys
@@ -127,11 +128,33 @@ def notebooks_in_order():
     return [s for s in listed if s in present] + [s for s in present if s not in listed]
 
 
+FAST_NOTE = ("```{note}\nThis page was executed when the site was built, in the notebooks' **fast mode** "
+             "(`NPATTENTION_FAST=1`): small sizes and short training runs, so trained results are weaker "
+             "than in class; where a run is too short for a claim, the notebook says so. Run it yourself "
+             "without `NPATTENTION_FAST` for the full results.\n```")
+
+
+def _with_mode_note(text):
+    """The notebook's JSON with a note on the execution mode right under its title."""
+    if os.environ.get("NPATTENTION_FAST") != "1":
+        return text
+    nb = json.loads(text)
+    first = nb["cells"][0] if nb["cells"] else None
+    if first is not None and first["cell_type"] == "markdown":
+        source = "".join(first["source"])
+        title, _, rest = source.partition("\n") if source.startswith("# ") else ("", "", source)
+        first["source"] = (title + "\n\n" if title else "") + FAST_NOTE + "\n\n" + rest
+    else:
+        nb["cells"].insert(0, {"cell_type": "markdown", "id": "npattention-site-fast-mode", "metadata": {},
+                               "source": FAST_NOTE})
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
 def sync_notebooks():
     stems = notebooks_in_order()
     for stem in stems:
-        _write_if_changed(NB_DST / f"{stem}.ipynb",
-                          _site_links((NB_SRC / f"{stem}.ipynb").read_text(encoding="utf-8"), "notebooks"))
+        text = (NB_SRC / f"{stem}.ipynb").read_text(encoding="utf-8")
+        _write_if_changed(NB_DST / f"{stem}.ipynb", _with_mode_note(_site_links(text, "notebooks")))
     for old in NB_DST.glob("*.ipynb"):
         if old.stem not in stems:
             old.unlink()

@@ -1,5 +1,5 @@
 """Command line: ``python -m npattention gradcheck [NAME ...]`` and
-``python -m npattention demo [transformer|seq2seq|vision|stn] [options]``."""
+``python -m npattention demo [transformer|seq2seq|vision|stn|gpt] [options]``."""
 import argparse
 import importlib
 import sys

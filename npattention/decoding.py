@@ -422,6 +422,10 @@ def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
         raise ValueError(f"{where}: 'temperature' must be a float >= 0, got {temperature!r}")
     if temperature == 0:
         return xp.eye(logits.shape[-1], dtype=logits.dtype)[xp.argmax(logits, axis=-1)]
+    if top_k is not None:
+        check_positive_int(top_k, "top_k", where)
+    if top_p is not None and (not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1):
+        raise ValueError(f"{where}: 'top_p' must be a float in (0, 1], got {top_p!r}")
     z = logits / temperature
     if top_k is not None:
         z = top_k_filter(z, top_k)

@@ -153,6 +153,10 @@ def test_sampling_matches_its_distribution_and_is_seeded():
         sampling_distribution(logits, temperature=-1)
     with pytest.raises(ValueError, match="'p'"):
         top_p_filter(logits, 1.5)
+    with pytest.raises(ValueError, match="'top_k'"):
+        sampling_distribution(logits, top_k=0)
+    with pytest.raises(ValueError, match="'top_p'"):
+        sampling_distribution(logits, top_p=0.0)
 
 
 def test_generate_cached_equals_uncached():

@@ -264,6 +264,11 @@ ALLOWED_SYNCS = {
     "transformer.py:greedy_decode": "decoding stops when every row has produced <eos>",
     "module.py:Module._plan_load_state_dict": "host arrays of a checkpoint move to the device",
     "module.py:_nonfinite": "anomaly mode (off by default) reads one flag per checked array",
+    "decoding.py:greedy_search": "decoding stops when every row has produced <eos>",
+    "decoding.py:generate": "generation stops when every row has produced <eos>",
+    "decoding.py:beam_search": "the beams' bookkeeping (finished hypotheses per source) is host Python: "
+                               "one copy of the 2k best candidates per step",
+    "decoding.py:_left_pad": "prompts given as Python lists are padded on the host",
 }
 
 _TO_PYTHON = {"float", "int", "bool"}

@@ -16,8 +16,9 @@ code.  The demo reports, on held-out text and on sampled text:
   from the bigram model, and how many accepted lines are new (not in the training text);
 * a few samples at several temperatures, and the attention maps of a generated line.
 
-Figures in ``--out`` (default ``npattention-output/gpt``): ``attention.png`` (every head of
-every block for one generated line), ``training_curve.png``.  The functions here
+Written to ``--out`` (default ``npattention-output/gpt``): ``checkpoint.npz`` (weights, config
+and vocabulary), ``attention.png`` (every head of every block for one generated line),
+``training_curve.png``.  The functions here
 (:func:`run`, :func:`bigram_model`, :func:`structure_score`) are reused by the tests and the
 decoding notebook.
 """
@@ -26,7 +27,7 @@ import math
 import os
 import time
 
-from ..backend import Generator, manual_seed, to_numpy, xp
+from ..backend import Generator, add_at, manual_seed, to_numpy, xp
 from ..data.grammar import accepts, char_vocab, make_grammar_text
 from ..decoding import generate
 from ..gpt import GPT
@@ -37,7 +38,7 @@ from . import positive_int
 
 #: model and schedule; "full" is about a minute on 2 shared cores, "fast" a few seconds
 PRESETS = {
-    "full": dict(n_lines=8000, steps=1000, batch_size=32, block_size=64, lr=3e-3,
+    "full": dict(n_lines=8000, steps=700, batch_size=32, block_size=64, lr=3e-3,
                  model=dict(n_layer=2, n_head=4, d_model=64)),
     "fast": dict(n_lines=6000, steps=600, batch_size=24, block_size=48, lr=4e-3,
                  model=dict(n_layer=2, n_head=2, d_model=48)),
@@ -62,7 +63,7 @@ def bigram_model(stream, vocab_size):
     counts = xp.zeros((vocab_size, vocab_size))
     seen = xp.zeros(vocab_size, dtype=bool)
     seen[stream] = True
-    xp.add.at(counts, (stream[:-1], stream[1:]), 1.0)
+    add_at(counts, (stream[:-1], stream[1:]), 1.0)
     counts = counts + seen[None, :]                 # add-one over the seen characters
     probs = counts / counts.sum(axis=1, keepdims=True)
     return xp.log(xp.where(probs > 0, probs, 1.0)) + xp.where(probs > 0, 0.0, -xp.inf)   # log 0 = -inf, no warning
@@ -186,7 +187,7 @@ def attention_figure(model, vocab, line):
     titles = [[f"block {i + 1}, head {h + 1}" for h in range(H)] for i in range(L)]
     fig = show_heatmaps(maps, xlabel="key (character read)", ylabel="query (position predicting the next)",
                         titles=titles, x_labels=labels, y_labels=labels,
-                        figsize=(min(4.2 * H + 1.5, 18), 4.0 * L))
+                        figsize=(min(4.2 * H + 1.5, 18), max(4.0, 0.17 * len(labels) + 1.2) * L))
     fig.suptitle(f"Causal self-attention of the GPT on a line it generated: {line!r}  ('_' = space)")
     return fig
 
@@ -245,5 +246,10 @@ def main(argv=None):
     path_curve = os.path.join(args.out, "training_curve.png")
     fig.savefig(path_curve, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    print(f"\nsaved attention.png (the line {line!r}) and training_curve.png in {os.path.abspath(args.out)}")
+    from ..checkpoint import save_checkpoint
+
+    save_checkpoint(os.path.join(args.out, "checkpoint.npz"), model, config=model.config, vocab=vocab.state(),
+                    bits_per_char=r["bpc"], structure_score=r["structure"])
+    print(f"\nsaved checkpoint.npz, attention.png (the line {line!r}) and training_curve.png in "
+          f"{os.path.abspath(args.out)}")
     return 0
