@@ -86,9 +86,7 @@ def _ticks(ax, x_labels, y_labels):
 
 def _limits(m, signed, vmin, vmax):
     """Colour limits: symmetric about 0 for signed maps, from 0 for non-negative ones."""
-    import numpy as np
-
-    finite = m[np.isfinite(m)] if m.size else m
+    finite = m[(m - m) == 0] if m.size else m  # drops nan and +-inf (host array methods only)
     lo = float(finite.min()) if finite.size else 0.0
     hi = float(finite.max()) if finite.size else 1.0
     if signed is None:
@@ -148,11 +146,9 @@ def plot_attention(weights, x_labels=None, y_labels=None, ax=None, title=None, c
     negative: a map with negative entries (scores, say) raises ``ValueError`` -- draw it
     with :func:`plot_heatmap`, which centres signed maps on 0.
     """
-    import numpy as np
-
     w = _as_map(weights, "weights", "plot_attention")
-    if w.size and np.nanmin(w) < 0:
-        raise ValueError(f"plot_attention: 'weights' has negative entries (min {float(np.nanmin(w)):.3g}); "
+    if w.size and (w < 0).any():
+        raise ValueError(f"plot_attention: 'weights' has negative entries (min {float(w[w < 0].min()):.3g}); "
                          "attention weights are >= 0 -- draw scores or other signed maps with plot_heatmap")
     return plot_heatmap(weights, x_labels, y_labels, ax=ax, title=title, xlabel=xlabel, ylabel=ylabel,
                         cbar_label="attention weight", signed=False, vmin=vmin, vmax=vmax,

@@ -183,3 +183,26 @@ def test_multi_order_errors(rng):
         HighOrderAttention(8, order=0)
     with pytest.raises(ValueError, match="x"):
         HighOrderAttention(8)(rng.normal((2, 4, 3, 3)))
+
+
+# ---------------------------------------------------------------- inside a CNN: it learns
+@pytest.mark.parametrize("block", ["high_order", "moga"])
+def test_attention_cnn_with_multi_order_block_learns(block):
+    from npattention.backend import manual_seed
+    from npattention.data.glyphs import make_glyphs
+    from npattention.losses import CrossEntropyLoss
+    from npattention.optim import Adam
+    from npattention.train import accuracy, fit
+    from npattention.vision.models import AttentionCNN
+
+    train = make_glyphs(600, size=16, n_classes=4, clutter=3, seed=0)
+    test = make_glyphs(200, size=16, n_classes=4, clutter=3, seed=1)
+    manual_seed(0)
+    model = AttentionCNN(1, 4, block=block, width=4, reduction=2)      # the block sees 8 channels at 8x8
+    before = accuracy(model, test)
+    history = fit(model, CrossEntropyLoss(), Adam(model.parameters(), lr=1e-2), train, epochs=3, batch_size=32,
+                  progress=False)
+    after = accuracy(model, test)
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert before < 0.45 and after > 0.9, (before, after)              # chance is 0.25
+

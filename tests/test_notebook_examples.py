@@ -84,7 +84,7 @@ def test_notebooks_use_the_viz_colour_maps(path):
     from npattention import viz
 
     src = "".join("".join(c["source"]) for c in _cells(path.name) if c["cell_type"] == "code")
-    allowed = {viz.CMAP, viz.CMAP_SIGNED, viz.CMAP_MASK, viz.CMAP_IMAGE, "tab10", "brg"}  # + class colours
+    allowed = {viz.CMAP, viz.CMAP_SIGNED, viz.CMAP_MASK, viz.CMAP_IMAGE, "tab10", "tab20c", "brg"}  # + categorical colours
     literal = set(re.findall(r"cmap\s*=\s*['\"](\w+)['\"]", src)) - allowed
     assert not literal, f"{path.name}: use viz.CMAP / viz.CMAP_SIGNED / viz.CMAP_MASK, not {sorted(literal)}"
 

@@ -113,3 +113,12 @@ def test_sequence_classifier_errors():
         WindowFC(2, 2, context=-1)
     assert SequenceClassifier(4, 3, "window_fc", "all", d_model=2, hidden=3)(
         xp.asarray(Generator(0).host.integers(0, 4, size=(2, 5)))).shape == (2, 5, 3)
+
+
+def test_why_demo_runs_end_to_end(tmp_path, capsys):
+    from npattention.demos.why_self_attention import main
+
+    assert main(["--T", "6", "--steps", "3", "--distances", "1,5", "--no-plots", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for line in ("self-attention", "LSTM", "CNN stack", "window FC", "max path"):
+        assert line in out

@@ -92,7 +92,7 @@ def _attention(rng):
 @register("LocationAttention")
 def _location_attention(rng):
     yield Case(LocationAttention(4, 3, 5, 2, 3), (rng.normal((2, 1, 4)), rng.normal((2, 1, 3)), rng.normal((2, 5, 2))),
-               label="B=2, Tq=1 (note 004 layout)", options={"max_entries": 30})
+               label="B=2, Tq=1 (one decoder step, as in the notes)", options={"max_entries": 30})
     mask = xp.zeros((3, 1, 4), dtype=bool)
     mask[0, 0, 2:] = True
     yield Case(LocationAttention(2, 2, 4, 3, 2), (rng.normal((3, 2, 2)), rng.normal((3, 2, 2)), rng.normal((3, 4, 3))),
