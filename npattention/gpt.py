@@ -59,7 +59,8 @@ class GPT(Module):
     ``GPT(vocab_size, block_size, n_layer=2, n_head=4, d_model=64, dropout=0.0,
     tie_weights=True, pad_idx=None)``: ``block_size`` is the longest sequence (the number
     of learned positions); ``d_model`` must be divisible by ``n_head``; the FFN is
-    ``4 * d_model`` wide with GELU.  ``padding_mask`` ``(B, T)`` bool, True = padding; it
+    ``4 * d_model`` wide with GELU in the tanh form GPT-2 uses
+    (``activation="gelu_tanh"``: the exact erf form is a slow series in NumPy).  ``padding_mask`` ``(B, T)`` bool, True = padding; it
     defaults to ``idx == pad_idx`` when ``pad_idx`` is set, else no padding.
 
     ``backward(dlogits)`` returns None (ids are not differentiable) and accumulates every
@@ -96,7 +97,7 @@ class GPT(Module):
             self.register_buffer("pe", sinusoidal_table(block_size, d_model))
         self.drop = Dropout(dropout)
         in_attention = positional if positional in POSITIONAL_CHOICES else None
-        self.blocks = [TransformerEncoderLayer(d_model, n_head, 4 * d_model, dropout, activation="gelu",
+        self.blocks = [TransformerEncoderLayer(d_model, n_head, 4 * d_model, dropout, activation="gelu_tanh",
                                                norm_first=True, positional=in_attention) for _ in range(n_layer)]
         self.ln_f = LayerNorm(d_model)
         self.tie_weights = bool(tie_weights)

@@ -318,10 +318,7 @@ class _RecurrentBase(Module):
         name = type(self).__name__
         dims = {}
         check_array(x, "x", name, shape=("B", "T", self.input_size), dims=dims)
-        B, T, _ = x.shape
-        if T == 0:
-            raise ValueError(f"{name}: 'x' has T = 0 steps, got shape {tuple(x.shape)}; a sequence needs at least "
-                             "one step (an empty batch, B = 0, is fine)")
+        B, T, _ = x.shape   # (T = 0 is refused by check_array: docs/contract.md, "Empty inputs")
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
         for label, st in states0:
             if st is not None:

@@ -447,7 +447,8 @@ def greedy_decode(model, src, max_len, src_key_padding_mask=None, sos_idx=Vocab.
     training the causal mask lets all positions be computed in one pass).  Rows that
     have produced ``<eos>`` are padded with ``<pad>`` afterwards; the loop stops when
     every row has finished or after ``max_len`` tokens.  (Each step recomputes the whole
-    prefix; real implementations cache keys and values.)
+    prefix; :func:`npattention.decoding.greedy_search` gives the same output with a KV cache,
+    :func:`npattention.decoding.beam_search_transformer` does beam search.)
 
     Returns ``(B, L)`` int ids *without* the ``<sos>``, ``L <= max_len``: each row is the
     output tokens, then ``<eos>`` (if produced in time), then ``<pad>``.  Decode rows to

@@ -163,7 +163,7 @@ def test_rnn_dropout_between_layers_only_in_training():
         GRU(3, 4, num_layers=0)
     with pytest.raises(ValueError, match=r"GRU: 'dropout' must be a float in \[0, 1\), got 1.5"):
         GRU(3, 4, dropout=1.5)
-    with pytest.raises(ValueError, match="GRU: 'x' has T = 0 steps"):
+    with pytest.raises(ValueError, match="GRU: 'x' has T = 0 positions"):
         gru(xp.zeros((2, 0, 3)))
 
 
