@@ -91,6 +91,20 @@ def broadcast_shapes(*shapes):
     return tuple(np.broadcast_shapes(*(tuple(s) for s in shapes)))
 
 
+def check_query_key_value(query, key, value, where, feature="E"):
+    """Check ``query (..., L, F)``, ``key (..., S, F)``, ``value (..., S, Ev)`` (``F`` named ``feature``)
+    and return their broadcast leading shape ``...`` (batch, heads)."""
+    check_array(query, "query", where, shape=(..., "L", feature))
+    dims = {feature: query.shape[-1]}
+    check_array(key, "key", where, shape=(..., "S", feature), dims=dims)
+    check_array(value, "value", where, shape=(..., "S", None), dims=dims)
+    try:
+        return broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{where}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
+                         f"and value {tuple(value.shape)} do not broadcast") from None
+
+
 def check_mask(mask, name, where, target_shape):
     """A boolean mask (True = masked out) that broadcasts to ``target_shape`` without
     growing it; ``None`` passes through."""

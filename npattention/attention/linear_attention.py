@@ -40,7 +40,7 @@ Backward (derived in docs/modern_attention.md): with ``num_i = phi(q_i) S_i``,
 (bidirectional: the same with every sum over all positions, ``R = Q'^T dnum``.)
 """
 from ..backend import sum_to_shape, xp
-from ..validate import broadcast_shapes, check_array, check_mask
+from ..validate import broadcast_shapes, check_mask, check_query_key_value
 from .multihead import MultiheadAttention
 
 __all__ = ["LinearAttention", "elu_feature_map", "linear_attention", "linear_attention_backward",
@@ -60,15 +60,7 @@ def _elu_feature_map_grad(x):
 
 
 def _check(query, key, value, key_padding_mask, causal):
-    check_array(query, "query", _WHERE, shape=(..., "L", "D"))
-    dims = {"D": query.shape[-1]}
-    check_array(key, "key", _WHERE, shape=(..., "S", "D"), dims=dims)
-    check_array(value, "value", _WHERE, shape=(..., "S", None), dims=dims)
-    try:
-        lead = broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    except ValueError:
-        raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
-                         f"and value {tuple(value.shape)} do not broadcast") from None
+    lead = check_query_key_value(query, key, value, _WHERE, feature="D")
     if causal and query.shape[-2] != key.shape[-2]:
         raise ValueError(f"{_WHERE}: causal=True needs as many queries as keys, got L={query.shape[-2]}, "
                          f"S={key.shape[-2]}")

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from ..backend import get_rng, sum_to_shape, xp
 from ..masks import causal_mask, combine_masks
 from ..softmax import softmax
-from ..validate import broadcast_shapes, check_array, check_mask, check_probability
+from ..validate import broadcast_shapes, check_array, check_mask, check_probability, check_query_key_value
 
 __all__ = ["AttentionCache", "scaled_dot_product_attention", "scaled_dot_product_attention_backward"]
 
@@ -78,15 +78,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     only when ``training`` is True.  ``scale``: defaults to ``1/sqrt(E)``.
     ``out`` is ``context`` or, with ``need_weights``, ``(context, weights)``.
     """
-    check_array(query, "query", _WHERE, shape=(..., "L", "E"))
-    dims = {"E": query.shape[-1]}
-    check_array(key, "key", _WHERE, shape=(..., "S", "E"), dims=dims)
-    check_array(value, "value", _WHERE, shape=(..., "S", None), dims=dims)
-    try:
-        lead = broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    except ValueError:
-        raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
-                         f"and value {tuple(value.shape)} do not broadcast") from None
+    lead = check_query_key_value(query, key, value, _WHERE)
     L, S = query.shape[-2], key.shape[-2]
     if attn_mask is not None and getattr(attn_mask, "dtype", None) is not None and attn_mask.dtype.kind == "f":
         if attn_bias is not None:
@@ -130,17 +122,17 @@ def _check_scale(scale):
     return float(scale)
 
 
-def _check_bias(bias, target_shape):
+def _check_bias(bias, target_shape, where=_WHERE):
     """A float bias that broadcasts to the scores' shape without growing it."""
     if bias is None:
         return
-    check_array(bias, "attn_bias", _WHERE, dtype="float")
+    check_array(bias, "attn_bias", where, dtype="float")
     try:
         fits = broadcast_shapes(tuple(bias.shape), target_shape) == target_shape
     except ValueError:
         fits = False
     if not fits:
-        raise ValueError(f"{_WHERE}: 'attn_bias' (or float 'attn_mask') of shape {tuple(bias.shape)} does not "
+        raise ValueError(f"{where}: 'attn_bias' (or float 'attn_mask') of shape {tuple(bias.shape)} does not "
                          f"broadcast to the scores' shape {target_shape}")
 
 

@@ -48,7 +48,9 @@ import math
 from dataclasses import dataclass
 
 from ..backend import get_rng, sum_to_shape, xp
-from ..validate import broadcast_shapes, check_array, check_mask, check_positive_int, check_probability
+from ..validate import (broadcast_shapes, check_array, check_mask, check_positive_int, check_probability,
+                        check_query_key_value)
+from .sdpa import _check_bias  # one rule for a float bias, shared with the default path
 
 __all__ = ["TiledAttentionCache", "tiled_attention", "tiled_attention_backward", "tiled_dropout_mask"]
 
@@ -109,20 +111,6 @@ def _tile_mask(attn_mask, is_causal, i0, i1, j0, j1):
 def _at_least_2d(x):
     """A mask or bias of fewer than 2 axes as ``(1, S)`` / ``(1, 1)``, so that tiles slice it alike."""
     return x if x is None or x.ndim >= 2 else x.reshape((1,) * (2 - x.ndim) + tuple(x.shape))
-
-
-def _check_bias(bias, target_shape):
-    """A float bias that broadcasts to the scores' shape without growing it."""
-    if bias is None:
-        return
-    check_array(bias, "attn_bias", _WHERE, dtype="float")
-    try:
-        fits = broadcast_shapes(tuple(bias.shape), target_shape) == target_shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{_WHERE}: 'attn_bias' (or float 'attn_mask') of shape {tuple(bias.shape)} does not "
-                         f"broadcast to the scores' shape {target_shape}")
 
 
 def _bias_tile(bias, i0, i1, j0, j1):
@@ -187,22 +175,14 @@ def tiled_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
     (any positive ints: they need not divide ``L`` or ``S``).
     cache: ``(q * scale, k, v, context, lse (..., L), mask, ...)`` -- see :class:`TiledAttentionCache`.
     """
-    check_array(query, "query", _WHERE, shape=(..., "L", "E"))
-    dims = {"E": query.shape[-1]}
-    check_array(key, "key", _WHERE, shape=(..., "S", "E"), dims=dims)
-    check_array(value, "value", _WHERE, shape=(..., "S", None), dims=dims)
-    try:
-        lead = broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    except ValueError:
-        raise ValueError(f"{_WHERE}: the leading axes of query {tuple(query.shape)}, key {tuple(key.shape)} "
-                         f"and value {tuple(value.shape)} do not broadcast") from None
+    lead = check_query_key_value(query, key, value, _WHERE)
     L, S, Ev = query.shape[-2], key.shape[-2], value.shape[-1]
     if attn_mask is not None and getattr(attn_mask, "dtype", None) is not None and attn_mask.dtype.kind == "f":
         if attn_bias is not None:
             raise ValueError(f"{_WHERE}: got a float 'attn_mask' (an additive bias) and 'attn_bias'; pass one")
         attn_bias, attn_mask = attn_mask, None          # as in the default path (and PyTorch): a float mask is a bias
     check_mask(attn_mask, "attn_mask", _WHERE, tuple(lead) + (L, S))
-    _check_bias(attn_bias, tuple(lead) + (L, S))
+    _check_bias(attn_bias, tuple(lead) + (L, S), _WHERE)
     bias_shape = None if attn_bias is None else tuple(attn_bias.shape)
     attn_mask, attn_bias = _at_least_2d(attn_mask), _at_least_2d(attn_bias)
     dropout_p = check_probability(dropout_p, "dropout_p", _WHERE)
