@@ -160,14 +160,7 @@ class GroupedQueryAttention(MultiheadAttention):
         dq, dk, dv, *dbias = scaled_dot_product_attention_backward(dctx, attn_cache)
         dq, dk, dv = dq.reshape(B, self.num_heads, L, self.head_dim), dk[:, :, 0], dv[:, :, 0]
         dq, dk = positions_backward(self.positional, dq, dk, dbias[0] if dbias else None, self.cache[4])
-        grads = []
-        for x, dy, (W, _, gW, gb) in zip((query, key, value), (dq, dk, dv), self._projections()):
-            dy = self._merge_heads(dy).reshape(-1, W.shape[0])             # (B*T, n*D)
-            gW += dy.T @ x.reshape(-1, x.shape[-1])                        # y = x W^T + b
-            if gb is not None:
-                gb += dy.sum(axis=0)
-            grads.append((dy @ W).reshape(x.shape))
-        return tuple(grads)
+        return self._expand_backward((query, key, value), (dq, dk, dv))
 
     def kv_cache_nbytes(self, seq_len, batch_size=1, dtype=None):
         """Bytes of this layer's key/value cache for ``batch_size`` sequences of ``seq_len`` tokens:

@@ -208,14 +208,7 @@ class LinearAttention(MultiheadAttention):
         query, key, value, lin_cache = self.cache
         dctx = self._split_heads(self.out_proj.backward(grad_output))
         dq, dk, dv = linear_attention_backward(dctx, lin_cache)
-        grads = []
-        for x, dy, (W, _, gW, gb) in zip((query, key, value), (dq, dk, dv), self._projections()):
-            dy = self._merge_heads(dy).reshape(-1, self.embed_dim)       # y = x W^T + b
-            gW += dy.T @ x.reshape(-1, x.shape[-1])
-            if gb is not None:
-                gb += dy.sum(axis=0)
-            grads.append((dy @ W).reshape(x.shape))
-        return tuple(grads)
+        return self._expand_backward((query, key, value), (dq, dk, dv))
 
     def extra_repr(self):
         return super().extra_repr().replace(", dropout=0.0", "") + f", causal={self.causal}"

@@ -211,9 +211,15 @@ class MultiheadAttention(Module):
         dq, dk, dv, *dbias = attn_backward(dctx, attn_cache)
         dq, dk = positions_backward(self.positional, dq, dk, dbias[0] if dbias else None, pos_cache)
         # 2. split heads <- merge, 1. expand: y = x W^T + b  =>  dW += dy^T x, db += sum dy, dx = dy W
+        return self._expand_backward((query, key, value), (dq, dk, dv))
+
+    def _expand_backward(self, inputs, head_grads):
+        """Steps 2 and 1 in reverse for q, k and v: merge each gradient's heads, then undo
+        ``y = x W^T + b``: ``dW += dy^T x``, ``db += sum dy``, ``dx = dy W``.  Returns
+        ``(dquery, dkey, dvalue)``; the subclasses (grouped-query, linear attention) reuse it."""
         grads = []
-        for x, dy, (W, _, gW, gb) in zip((query, key, value), (dq, dk, dv), self._projections()):
-            dy = self._merge_heads(dy).reshape(-1, self.embed_dim)        # (B*T, E)
+        for x, dy, (W, _, gW, gb) in zip(inputs, head_grads, self._projections()):
+            dy = self._merge_heads(dy).reshape(-1, W.shape[0])             # (B*T, H*D)
             gW += dy.T @ x.reshape(-1, x.shape[-1])
             if gb is not None:
                 gb += dy.sum(axis=0)
