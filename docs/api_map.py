@@ -67,7 +67,7 @@ MODULES = {
     "npattention.viz": ("Plotting", "attention", "03"),
     "npattention.backend": ("Backend (NumPy / CuPy)", "backend", "11"),
     "npattention.conformance": ("GPU conformance suite", "gpu", "11"),
-    # added this session; pages and notebooks named as announced (PROTOCOL.md), "pending" until they land
+    # modules added with the docs site (a page or notebook that does not exist yet is reported as pending)
     "npattention.attention.tiled": ("Tiled (flash-style) attention", "tiled", "15"),
     "npattention.attention.rotary": ("Rotary position embeddings (RoPE)", "modern_attention", "17"),
     "npattention.attention.alibi": ("ALiBi", "modern_attention", "17"),

@@ -250,7 +250,38 @@ def _onehot_argmax(windows, axis):
     return xp.arange(windows.shape[axis]).reshape(shape) == idx
 
 
-class MaxPool2d(Module):
+class _WindowPool2d(Module):
+    """Shared set-up of the window pools: ``kernel_size``, ``stride`` (default: the kernel
+    size) and ``padding`` (at most half the kernel, as in PyTorch).
+
+    cache: see the subclasses (the input shape, and the one-hot argmax or the divisor).
+    """
+
+    gradcheck_exempt = "abstract base of MaxPool2d / AvgPool2d (each is registered)"
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        where = type(self).__name__
+        self.kernel_size = _pair(kernel_size, "kernel_size", where)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", where)
+        self.padding = _pair(padding, "padding", where, minimum=0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{where}: 'padding' must be at most half the kernel size "
+                             f"{self.kernel_size}, got {self.padding}")
+
+    def _check_input(self, x):
+        """``(B, C, H, W)`` of ``x``, refusing a (padded) input smaller than the kernel."""
+        where = type(self).__name__
+        B, C, H, W = _check_map(x, where)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ValueError(f"{where}: input {H}x{W} is smaller than the kernel {kh}x{kw}")
+        return B, C, H, W
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_WindowPool2d):
     """Max over each ``kernel_size`` window, moved by ``stride`` (default: ``kernel_size``).
 
     Padding adds ``-inf`` borders (never chosen).  Backward routes each output gradient
@@ -259,20 +290,9 @@ class MaxPool2d(Module):
     cache: ``(x.shape, onehot)``, the one-hot argmax of each window.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        where = "MaxPool2d"
-        self.kernel_size = _pair(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", where)
-        self.padding = _pair(padding, "padding", where, minimum=0)
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{where}: 'padding' must be at most half the kernel size "
-                             f"{self.kernel_size}, got {self.padding}")
-
     def forward(self, x):
-        B, C, H, W = _check_map(x, "MaxPool2d")
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if H + 2 * ph < kh or W + 2 * pw < kw:
-            raise ValueError(f"MaxPool2d: input {H}x{W} is smaller than the kernel {kh}x{kw}")
+        B, C, H, W = self._check_input(x)
+        kh, kw = self.kernel_size
         cols = im2col(x, self.kernel_size, self.stride, self.padding, pad_value=-xp.inf)
         Ho, Wo = cols.shape[-2:]
         windows = cols.reshape(B, C, kh * kw, Ho, Wo)
@@ -286,11 +306,8 @@ class MaxPool2d(Module):
         dcols = is_max * grad_output[:, :, None]                     # (B, C, kh*kw, Ho, Wo)
         return col2im(dcols.reshape(B, C, kh, kw, Ho, Wo), x_shape, self.kernel_size, self.stride, self.padding)
 
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
-
-class AvgPool2d(Module):
+class AvgPool2d(_WindowPool2d):
     """Mean over each ``kernel_size`` window, moved by ``stride`` (default: ``kernel_size``).
 
     As ``torch.nn.AvgPool2d``: ``padding`` adds zero borders; with
@@ -302,22 +319,14 @@ class AvgPool2d(Module):
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
-        where = "AvgPool2d"
-        self.kernel_size = _pair(kernel_size, "kernel_size", where)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", where)
-        self.padding = _pair(padding, "padding", where, minimum=0)
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{where}: 'padding' must be at most half the kernel size "
-                             f"{self.kernel_size}, got {self.padding}")
+        super().__init__(kernel_size, stride, padding)
         if not isinstance(count_include_pad, bool):
-            raise TypeError(f"{where}: 'count_include_pad' must be True or False, got {count_include_pad!r}")
+            raise TypeError(f"AvgPool2d: 'count_include_pad' must be True or False, got {count_include_pad!r}")
         self.count_include_pad = count_include_pad
 
     def forward(self, x):
-        B, C, H, W = _check_map(x, "AvgPool2d")
+        B, C, H, W = self._check_input(x)
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if H + 2 * ph < kh or W + 2 * pw < kw:
-            raise ValueError(f"AvgPool2d: input {H}x{W} is smaller than the kernel {kh}x{kw}")
         cols = im2col(x, self.kernel_size, self.stride, self.padding)       # (B, C, kh, kw, Ho, Wo)
         if self.count_include_pad or not (ph or pw):
             divisor = float(kh * kw)
@@ -337,8 +346,7 @@ class AvgPool2d(Module):
         return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-                + ("" if self.count_include_pad else ", count_include_pad=False"))
+        return super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
 
 
 class _AdaptivePool2d(Module):
