@@ -335,3 +335,14 @@ def test_clip_grad_norm_of_float32_gradients_sums_in_float64():
     p.grad[0] = 30.0
     want = math.sqrt(900.0 + (10 ** 6 - 1) * float(np.float32(1e-3)) ** 2)
     assert clip_grad_norm_([p], 1e9) == pytest.approx(want, rel=1e-12)
+
+
+# ------------------------------------------------------------------ ReLU
+def test_relu_matches_maximum_with_zero_including_the_extremes(rng):
+    from npattention.layers import ReLU
+    m = ReLU()
+    x = xp.concatenate([_normal(rng, (50,)), xp.asarray([0.0, -0.0, -np.inf, np.inf, np.nan])])
+    y = m(x)
+    np.testing.assert_array_equal(to_numpy(y), np.maximum(to_numpy(x), 0))
+    g = _normal(rng, x.shape)
+    np.testing.assert_array_equal(to_numpy(m.backward(g)), to_numpy(g) * (to_numpy(x) > 0))
