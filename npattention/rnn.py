@@ -110,7 +110,9 @@ class _CellBase(Module):
     def project(self, x):
         """``x W_ih^T + b_ih`` for ``x (..., I)`` -> ``(..., G*H)`` (any leading axes)."""
         gi = _flat_matmul(x, self.weight_ih.data.T)
-        return gi + self.bias_ih.data if self.bias_ih is not None else gi
+        if self.bias_ih is not None:
+            gi += self.bias_ih.data  # in place: no second (B, T, G*H) array
+        return gi
 
     def project_backward(self, d_gi, x):
         """Add ``dW_ih``, ``db_ih``; return ``dx`` (leading axes flattened for the sums)."""
@@ -447,7 +449,7 @@ class _RecurrentBase(Module):
         d_out = grad_output
         for layer in range(L - 1, -1, -1):   # the layers in reverse
             inp, layer_caches = caches[layer]
-            d_inp = xp.zeros_like(inp)
+            d_inp = 0
             for d in range(D):
                 i = layer * D + d
                 cell = self.cells[i]
@@ -475,7 +477,7 @@ class _RecurrentBase(Module):
                 # dW_hh of every step in ONE (G*H, B*T) @ (B*T, H) product instead of T small ones
                 h_prev = xp.stack([c[0] for c in layer_caches[d]], axis=1)  # (B, T, H): the h each step read
                 cell.hh_weight_backward(_rows(d_gh), _rows(h_prev))
-                d_inp += cell.project_backward(d_gi, inp)  # dW_ih for all steps at once
+                d_inp = d_inp + cell.project_backward(d_gi, inp)  # dW_ih for all steps at once
                 d_states0[i] = d_state
             # inp = dropout(out of the layer below): undo the dropout on the way down
             d_out = self.dropouts[layer - 1].backward(d_inp) if layer > 0 else d_inp
