@@ -14,21 +14,37 @@ attention looks up each character when it needs it.
 
 Writes ``accuracy_vs_length.png`` (both parts) to ``--out``.  Timings are wall-clock on
 whatever CPU runs this (NumPy, one thread unless your BLAS uses more).
+
+Step timing (``--step-timing``): the CPU time of one decoder step (teacher-forced forward +
+backward of every decoder, divided by the number of target steps; and one greedy decoding
+step) for this checkout and, with ``--root DIR``, for another checkout of npattention (e.g. an
+older commit: ``git worktree add /tmp/old <commit>``), each in its own subprocess, the two
+interleaved ``--repeat`` times, best of each; the ratio this / other below 1 means this
+checkout is faster::
+
+    python benchmarks/bench_seq2seq.py --step-timing --root /tmp/old
 """
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
-
-from npattention.data import load_task  # noqa: E402
-from npattention.demos.seq2seq import accuracy_by_length, build_model, evaluate, train  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if __name__ == "__main__" and "--_step-worker" in sys.argv:  # the worker imports the checkout it times
+    sys.path.insert(0, sys.argv[sys.argv.index("--_step-worker") + 1])
+else:
+    sys.path.insert(0, ROOT)
 
 MODELS = [("bahdanau", {}), ("luong", {"score": "dot"}), ("none", {})]
 
 
 def run_task(task, n_train, n_test, epochs, edges, max_len_out, hidden, options, models, seed=0):
+    from npattention.data import load_task
+    from npattention.demos.seq2seq import accuracy_by_length, build_model, evaluate, train
+
     vocab, data = load_task(task, n_train=n_train, n_val=n_test, n_test=n_test, seed=seed, **options)
     max_src = max(int(d.src_lengths.max()) for d in data.values())
     rows, by_length = [], {}
@@ -81,6 +97,99 @@ def plot(parts, path):
     return path
 
 
+
+# ====================================================================== per-step timing
+# The demo's sizes (dates task): batch 64, embedding 16, bidirectional encoder of 32 -> E = 64,
+# decoder hidden 64; a source of 24 positions (2 padded in every other row), 12 target steps.
+STEP_SIZES = {"B": 64, "S": 24, "T": 12, "V": 40, "Em": 16, "H": 64, "E": 64}
+
+
+def _step_decoders(s2s):
+    """``[(name, decoder)]``, built with the names of the checkout imported (older ones had
+    ``Note004Decoder`` and Luong's score ``"concat"``)."""
+    z = STEP_SIZES
+    args = (z["V"], z["Em"], z["H"], z["E"])
+    additive = "additive" if "additive" in getattr(s2s, "LUONG_SCORES", ()) else "concat"
+    location = getattr(s2s, "LocationDecoder", None) or s2s.Note004Decoder
+    rows = []
+    for cell in ("gru", "lstm"):
+        rows += [(f"Bahdanau {cell}", lambda c=cell: s2s.BahdanauDecoder(*args, cell=c)),
+                 (f"Luong dot {cell}", lambda c=cell: s2s.LuongDecoder(*args, score="dot", cell=c)),
+                 (f"Luong general {cell}", lambda c=cell: s2s.LuongDecoder(*args, score="general", cell=c)),
+                 (f"Luong additive {cell}", lambda c=cell: s2s.LuongDecoder(*args, score=additive, cell=c)),
+                 (f"Location {cell}", lambda c=cell: location(*args, max_len=z["S"], cell=c)),
+                 (f"Plain {cell}", lambda c=cell: s2s.PlainDecoder(*args, cell=c))]
+    return rows
+
+
+def step_worker(repeat):
+    """Time every decoder of the imported checkout; print ``{name: [train s/step, greedy s/step]}``."""
+    from npattention import seq2seq as s2s
+    from npattention.backend import Generator, manual_seed, xp
+
+    z = STEP_SIZES
+    B, S, T = z["B"], z["S"], z["T"]
+    g = Generator(0)
+    enc = g.normal((B, S, z["E"]))
+    h0, c0 = g.normal((B, z["H"])), g.normal((B, z["H"]))
+    tgt = xp.asarray((xp.arange(B * T).reshape(B, T) * 7) % z["V"])
+    src_mask = (xp.arange(S)[None, :] >= xp.asarray([S - 2 * (b % 2) for b in range(B)])[:, None])
+    results = {}
+    for name, build in _step_decoders(s2s):
+        manual_seed(0)
+        dec = build()
+        c = c0 if name.endswith("lstm") else None
+        d_logits = g.normal((B, T, z["V"]))
+
+        def train_step():
+            dec.zero_grad()
+            dec(tgt, enc, h0, c, src_mask=src_mask)
+            dec.backward(d_logits)
+
+        def greedy():  # eos never produced: all T steps run
+            dec.greedy(enc, h0, c, src_mask=src_mask, max_len=T, eos=z["V"] + 1)
+
+        times = []
+        for fn in (train_step, greedy):
+            fn()  # warm-up
+            best = float("inf")
+            for _ in range(repeat):
+                t0 = time.process_time()  # CPU time: less sensitive to other load than wall-clock
+                fn()
+                best = min(best, time.process_time() - t0)
+            times.append(best / T)
+        results[name] = times
+    print(json.dumps(results))
+
+
+def step_timing(roots, rounds, repeat):
+    """Run :func:`step_worker` for each checkout in ``roots``, interleaved ``rounds`` times; best of each."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    best = [None] * len(roots)
+    for _ in range(rounds):
+        for i, root in enumerate(roots):
+            cmd = [sys.executable, os.path.abspath(__file__), "--_step-worker", root, "--repeat", str(repeat)]
+            out = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
+            best[i] = out if best[i] is None else {k: [min(a, b) for a, b in zip(best[i][k], v)] for k, v in out.items()}
+    z = STEP_SIZES
+    print(f"decoder step, CPU time per target step (best of {rounds} x {repeat}), one BLAS thread; "
+          f"B{z['B']} S{z['S']} T{z['T']} Em{z['Em']} H{z['H']} E{z['E']} V{z['V']}")
+    for i, root in enumerate(roots):
+        print(f"  [{i}] {root}")
+    head = f"{'decoder':<22}" + "".join(f" {'[%d] train us' % i:>14}" for i in range(len(roots)))
+    head += "".join(f" {'[%d] greedy us' % i:>15}" for i in range(len(roots)))
+    if len(roots) == 2:
+        head += f" {'train [0]/[1]':>14} {'greedy [0]/[1]':>15}"
+    print(head)
+    for name in best[0]:
+        row = f"{name:<22}" + "".join(f" {b[name][0] * 1e6:14.1f}" for b in best)
+        row += "".join(f" {b[name][1] * 1e6:15.1f}" for b in best)
+        if len(roots) == 2:
+            row += f" {best[0][name][0] / best[1][name][0]:14.3f} {best[0][name][1] / best[1][name][1]:15.3f}"
+        print(row)
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="small data, one epoch (a smoke test)")
@@ -88,7 +197,19 @@ def main(argv=None):
     parser.add_argument("--max-len", type=int, default=24, help="longest string of the reverse task")
     parser.add_argument("--note004", action="store_true", help="also train the location-based decoder (the notes' Attn)")
     parser.add_argument("--out", default=os.path.join("npattention-output", "bench_seq2seq"))
+    parser.add_argument("--step-timing", action="store_true",
+                        help="time one decoder step (no training); with --root, against another checkout")
+    parser.add_argument("--root", default=None, help="--step-timing: another npattention checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=5, help="--step-timing: interleaved rounds (subprocesses)")
+    parser.add_argument("--repeat", type=int, default=10, help="--step-timing: timed calls per round")
+    parser.add_argument("--_step-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._step_worker:
+        step_worker(args.repeat)
+        return 0
+    if args.step_timing:
+        step_timing([ROOT] + ([os.path.abspath(args.root)] if args.root else []), args.rounds, args.repeat)
+        return 0
     epochs = args.epochs or (1 if args.fast else 3)
     models = MODELS[:2] + [("note004", {})] + MODELS[2:] if args.note004 else MODELS
     n_train, n_test = (2000, 200) if args.fast else (10000, 1000)

@@ -29,17 +29,25 @@ def _cell_kind(cell, where):
     return cell
 
 
-# A Module keeps ONE cache, its last forward's.  A decoder runs the same piece (score, align,
-# context, ...) at every time step, so a step takes each piece's cache out with its output,
-# CS231n style (``out, cache = piece_forward(...)``), and puts it back for that step's backward.
+# A Module keeps ONE cache, its last forward's, and checks its arguments at every call.  A decoder
+# runs the same pieces (score, align, context, ...) at every time step, on inputs it checked once
+# per sequence (forward, start), so a step calls each piece's UNCHECKED ``step`` -> ``(out, cache)``
+# and keeps the cache itself, CS231n style; ``step_backward(grad, cache)`` undoes that call.  Every
+# score, SoftmaxAlign and Context has the pair (npattention.attention.scores, "Checked and unchecked
+# calls"); a module without it (LocationAttention, a score module of your own) is called checked and
+# its cache taken out.  docs/seq2seq.md, "Speed", has the numbers.
 def _forward(piece, *inputs, **kwargs):
-    """``(output, cache)`` of one call of a piece."""
+    """``(output, cache)`` of one call of a piece (unchecked when it has ``step``)."""
+    if hasattr(piece, "step"):
+        return piece.step(*inputs, **kwargs)
     out = piece(*inputs, **kwargs)
     return out, piece.cache
 
 
 def _backward(piece, grad, cache):
-    """``piece.backward(grad)`` with the cache of the call it undoes."""
+    """The backward of the call that returned ``cache``."""
+    if hasattr(piece, "step_backward"):
+        return piece.step_backward(grad, cache)
     piece.cache = cache
     return piece.backward(grad)
 
@@ -399,6 +407,9 @@ class LuongDecoder(_AdditiveNames, _Decoder):
             attn_dim = hidden_size if attn_dim is None else check_positive_int(attn_dim, "attn_dim", "LuongDecoder")
             self.score_name, self.score = score, AdditiveScore(hidden_size, enc_dim, attn_dim, bias=True)
         self.projects_keys = isinstance(self.score, AdditiveScore)  # then the keys are projected once
+        # the memory array the score reads: the projected keys, or the encoder outputs themselves
+        # (then their gradient goes straight into d_enc_out: no second (B, S, E) buffer to add up)
+        self.keys_name = "keys" if self.projects_keys else "enc_out"
         self.align = SoftmaxAlign()
         self.context = Context()
         self.cell = self._make_cell(embed_dim)
@@ -408,14 +419,14 @@ class LuongDecoder(_AdditiveNames, _Decoder):
 
     def _start(self, enc_out, h0, c0, src_mask):
         memory, state = super()._start(enc_out, h0, c0, src_mask)
-        memory["keys"] = self.score.project_keys(enc_out) if self.projects_keys else enc_out
+        if self.projects_keys:
+            memory["keys"] = self.score.project_keys(enc_out)  # W_k k_j + b: once per sequence
         return memory, state
 
     def _start_backward(self, d_memory, memory):
-        d_keys = d_memory["keys"]
-        if self.projects_keys:
-            d_keys = self.score.project_keys_backward(d_keys, memory["enc_out"])
-        return d_memory["enc_out"] + d_keys, None
+        if not self.projects_keys:
+            return d_memory["enc_out"], None  # the score read enc_out itself (keys_name)
+        return d_memory["enc_out"] + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
 
     def head(self, features):
         return self.out(self.combine_tanh(self.combine(features)))  # 4. h~ = tanh(W_c [c; h]), logits
@@ -427,7 +438,7 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         new_state, cell_cache = self.cell.step(emb_t, state)  # 1. RNN first
         query = new_state[0][:, None, :]  # h_t, the CURRENT state: one query row (B, 1, H)
         kw = {"projected": True} if self.projects_keys else {}
-        scores, score_cache = _forward(self.score, query, memory["keys"], **kw)  # 2. (B, 1, S)
+        scores, score_cache = _forward(self.score, query, memory[self.keys_name], **kw)  # 2. (B, 1, S)
         weights, align_cache = _forward(self.align, scores, mask=memory["mask"])  # 3. (B, 1, S)
         context, context_cache = _forward(self.context, weights, memory["enc_out"])  # (B, 1, E)
         features = xp.concatenate([context[:, 0], new_state[0]], axis=-1)  # [c_t; h_t] for the head
@@ -445,7 +456,7 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         d_scores = _backward(self.align, d_weights, align_cache)
         # forward was: scores = score(h_t, keys)
         d_query, d_keys = _backward(self.score, d_scores, score_cache)
-        d_memory["keys"] += d_keys
+        d_memory[self.keys_name] += d_keys
         # forward was: new_state = cell(emb_t, state); h_t went to the head, the score and step t+1
         d_new_state = (d_new_state[0] + d_h + d_query[:, 0], *d_new_state[1:])
         return self.cell.step_backward(d_new_state, cell_cache)

@@ -16,7 +16,10 @@ from .scores import transposed_matmul
 
 class Context(Module):
     """``C = W V``.  forward(weights ``(..., Tq, Tk)``, values ``(..., Tk, Dv)``) -> context
-    ``(..., Tq, Dv)``; backward(dC) -> ``(dW, dV)``.
+    ``(..., Tq, Dv)``; backward(dC) -> ``(dW, dV)``.  ``step(weights, values) -> (context, cache)``
+    and ``step_backward(dC, cache)``: the same without the argument checks, the cache returned
+    instead of kept (for a caller that checked its inputs once, e.g. a seq2seq decoder step; see
+    :mod:`npattention.attention.scores`, "Checked and unchecked calls").
 
     cache: ``(weights, values)``.
     """
@@ -30,10 +33,16 @@ class Context(Module):
                 f"Context: 'values' must have shape {tuple(weights.shape[:-2]) + (weights.shape[-1], 'Dv')} "
                 f"(one value per key of 'weights' {tuple(weights.shape)}), got {tuple(values.shape)}"
             )
-        self.cache = (weights, values)
-        return weights @ values
+        context, self.cache = self.step(weights, values)
+        return context
+
+    def step(self, weights, values):
+        return weights @ values, (weights, values)
 
     def backward(self, grad_output):
-        weights, values = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        weights, values = cache
         # C = W V  =>  dW = dC V^T (how much each weight moved each output),  dV = W^T dC
         return grad_output @ xp.swapaxes(values, -1, -2), transposed_matmul(weights, grad_output)
