@@ -185,6 +185,15 @@ class _Decoder(Module):
         mask = None if src_mask is None else src_mask[:, None, :]  # one query row per step
         return {"enc_out": enc_out, "mask": mask}, state
 
+    def _memory_grads(self, memory):
+        """Zero gradients for the memory's float arrays (``step_backward`` adds every step's to them), and
+        ``"context_calls"`` (``"score_calls"``): every step's ``(d context, cache)`` of a :class:`Context`
+        piece (``(d scores, cache)`` of a score with ``key_backward``), whose ``d enc_out`` (``d keys``)
+        ``_start_backward`` then computes for all steps in one product."""
+        d_memory = {k: xp.zeros_like(v) for k, v in memory.items() if v is not None and v.dtype.kind == "f"}
+        d_memory["context_calls"], d_memory["score_calls"] = [], []  # the score's: Luong dot / general
+        return d_memory
+
     def _start_backward(self, d_memory, memory):
         """``(d_enc_out, extra d_h0 or None)`` from the gradients of the memory's arrays."""
         return d_memory["enc_out"], None
@@ -242,7 +251,7 @@ class _Decoder(Module):
         """BPTT through the whole decoder; returns ``(d_enc_out, d_h0)`` (and ``d_c0`` if given)."""
         memory, caches, state0, c0_given = self.cache
         d_features = self.head_backward(grad_output)  # (B, T, F)
-        d_memory = {k: xp.zeros_like(v) for k, v in memory.items() if v is not None and v.dtype.kind == "f"}
+        d_memory = self._memory_grads(memory)
         d_state = tuple(xp.zeros_like(s) for s in state0)
         d_emb = xp.zeros(grad_output.shape[:2] + (self.embed_dim,), dtype=grad_output.dtype)
         for t in range(len(caches) - 1, -1, -1):
@@ -329,7 +338,10 @@ class BahdanauDecoder(_AdditiveNames, _Decoder):
         return memory, state
 
     def _start_backward(self, d_memory, memory):
-        return d_memory["enc_out"] + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
+        # context_t = a_t @ enc_out at every step: d enc_out = sum_t a_t^T dc_t, ONE (B, S, T) @ (B, T, E)
+        # product over all steps instead of T outer products (B, S, E), each added up
+        d_enc = d_memory["enc_out"] + self.context.values_backward(d_memory["context_calls"])
+        return d_enc + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
 
     def step_forward(self, emb_t, state, memory):
         query = state[0][:, None, :]  # h_{t-1}: one query row (B, 1, H)
@@ -349,9 +361,9 @@ class BahdanauDecoder(_AdditiveNames, _Decoder):
         # forward was: new_state = cell([emb_t; c], state)
         d_x, d_state = self.cell.step_backward((d_h, *d_new_state[1:]), cell_cache)
         d_emb, d_c = d_x[:, :Em], d_c + d_x[:, Em:]  # c_t was also an RNN input
-        # forward was: context = weights @ enc_out
-        d_weights, d_enc = _backward(self.context, d_c[:, None, :], context_cache)
-        d_memory["enc_out"] += d_enc
+        # forward was: context = weights @ enc_out; its d enc_out: for all steps at once (_start_backward)
+        d_weights = self.context.weights_backward(d_c[:, None, :], context_cache)
+        d_memory["context_calls"].append((d_c[:, None, :], context_cache))
         # forward was: weights = softmax(scores) over the real source positions
         d_scores = _backward(self.align, d_weights, align_cache)
         # forward was: scores = v^T tanh(W_q h_{t-1} + keys)
@@ -410,6 +422,8 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         # the memory array the score reads: the projected keys, or the encoder outputs themselves
         # (then their gradient goes straight into d_enc_out: no second (B, S, E) buffer to add up)
         self.keys_name = "keys" if self.projects_keys else "enc_out"
+        # dot, general: d keys of all steps in one product after the loop (as Context's d enc_out)
+        self.sums_key_grads = hasattr(self.score, "key_backward")
         self.align = SoftmaxAlign()
         self.context = Context()
         self.cell = self._make_cell(embed_dim)
@@ -424,9 +438,13 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         return memory, state
 
     def _start_backward(self, d_memory, memory):
+        # context_t = a_t @ enc_out at every step: d enc_out = sum_t a_t^T dc_t in ONE product (as Bahdanau)
+        d_enc = d_memory["enc_out"] + self.context.values_backward(d_memory["context_calls"])
+        if self.sums_key_grads:  # dot, general: the keys are enc_out; d keys = sum_t ds_t^T q_t, one product
+            d_enc = d_enc + self.score.key_backward(d_memory["score_calls"])
         if not self.projects_keys:
-            return d_memory["enc_out"], None  # the score read enc_out itself (keys_name)
-        return d_memory["enc_out"] + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
+            return d_enc, None  # the score read enc_out itself (keys_name)
+        return d_enc + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
 
     def head(self, features):
         return self.out(self.combine_tanh(self.combine(features)))  # 4. h~ = tanh(W_c [c; h]), logits
@@ -449,14 +467,18 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         E = self.enc_dim
         # forward was: features = [c_t; h_t]
         d_c, d_h = d_features[:, :E], d_features[:, E:]
-        # forward was: context = weights @ enc_out
-        d_weights, d_enc = _backward(self.context, d_c[:, None, :], context_cache)
-        d_memory["enc_out"] += d_enc
+        # forward was: context = weights @ enc_out; its d enc_out: for all steps at once (_start_backward)
+        d_weights = self.context.weights_backward(d_c[:, None, :], context_cache)
+        d_memory["context_calls"].append((d_c[:, None, :], context_cache))
         # forward was: weights = softmax(scores) over the real source positions
         d_scores = _backward(self.align, d_weights, align_cache)
         # forward was: scores = score(h_t, keys)
-        d_query, d_keys = _backward(self.score, d_scores, score_cache)
-        d_memory[self.keys_name] += d_keys
+        if self.sums_key_grads:  # dot, general: d keys for all steps at once (_start_backward)
+            d_query = self.score.query_backward(d_scores, score_cache)
+            d_memory["score_calls"].append((d_scores, score_cache))
+        else:
+            d_query, d_keys = _backward(self.score, d_scores, score_cache)
+            d_memory[self.keys_name] += d_keys
         # forward was: new_state = cell(emb_t, state); h_t went to the head, the score and step t+1
         d_new_state = (d_new_state[0] + d_h + d_query[:, 0], *d_new_state[1:])
         return self.cell.step_backward(d_new_state, cell_cache)

@@ -29,7 +29,10 @@ the same score many times with the same shapes -- a seq2seq decoder, once per ta
 (npattention/seq2seq.py) -- calls ``step`` / ``step_backward`` directly: no checks per call
 (they cost about as much as the maths at one query row), and each call's cache stays with the caller.
 The same pair exists on :class:`~npattention.attention.align.SoftmaxAlign` and
-:class:`~npattention.attention.context.Context`.
+:class:`~npattention.attention.context.Context`.  :class:`DotScore` and :class:`GeneralScore` also
+split ``step_backward`` into ``query_backward(dscores, cache)`` and ``key_backward(calls)``, the key
+gradient summed over many calls on the same keys in one product (a decoder's steps all score the
+same encoder outputs; per call it would be an outer product ``(B, Tk, D)`` each, added up).
 
 "concat" names one formula here: :class:`ConcatScore`.  Luong et al. (2015) call the
 additive score "concat" (``v^T tanh(W [q; k])`` splits into ``W_q q + W_k k``); in this
@@ -80,6 +83,11 @@ def _matmul_rows(a, w):
     return (a.reshape(-1, a.shape[-1]) @ w).reshape(a.shape[:-1] + (w.shape[-1],))
 
 
+def _stack_rows(arrays):
+    """Several ``(..., n_i, D)`` arrays as one ``(..., sum n_i, D)`` (the rows of several calls)."""
+    return xp.concatenate(arrays, axis=-2)
+
+
 def _flatten_rows(a):
     """Flatten all axes but the last: ``(..., D) -> (N, D)`` (for parameter gradients)."""
     return a.reshape(-1, a.shape[-1])
@@ -107,7 +115,16 @@ class DotScore(Module):
     def step_backward(self, grad_output, cache):
         query, key = cache
         # S = Q K^T  =>  dQ = dS K,  dK = dS^T Q
-        return grad_output @ key, transposed_matmul(grad_output, query)
+        return self.query_backward(grad_output, cache), transposed_matmul(grad_output, query)
+
+    def query_backward(self, grad_output, cache):
+        """``dQ = dS K`` alone, for a caller that sums ``dK`` over many calls (:meth:`key_backward`)."""
+        return grad_output @ cache[1]
+
+    def key_backward(self, calls):
+        """``dK = sum dS^T Q`` over several calls on the SAME keys, ``calls = [(dS, cache), ...]``: ONE
+        product with the calls' query rows stacked (a decoder: all its steps) instead of one per call."""
+        return transposed_matmul(_stack_rows([d for d, _ in calls]), _stack_rows([c[0] for _, c in calls]))
 
 
 class ScaledDotScore(Module):
@@ -175,11 +192,20 @@ class GeneralScore(Module):
 
     def step_backward(self, grad_output, cache):
         query, key, qw = cache
+        dquery = self.query_backward(grad_output, cache)
+        return dquery, transposed_matmul(grad_output, qw)  # S = (QW) K^T: dK = dS^T (QW)
+
+    def query_backward(self, grad_output, cache):
+        """``dQ`` (and ``dW``) alone, for a caller that sums ``dK`` over many calls (:meth:`key_backward`)."""
+        query, key, qw = cache
         d_qw = grad_output @ key  # S = (QW) K^T
-        dkey = transposed_matmul(grad_output, qw)
         self.weight.grad += _flatten_rows(query).T @ _flatten_rows(d_qw)  # QW: dW = sum over rows q^T d(qw)
-        dquery = _matmul_rows(d_qw, self.weight.data.T)
-        return dquery, dkey
+        return _matmul_rows(d_qw, self.weight.data.T)
+
+    def key_backward(self, calls):
+        """``dK = sum dS^T (QW)`` over several calls on the SAME keys, ``calls = [(dS, cache), ...]``:
+        ONE product with the calls' rows stacked instead of one per call (see :meth:`DotScore.key_backward`)."""
+        return transposed_matmul(_stack_rows([d for d, _ in calls]), _stack_rows([c[2] for _, c in calls]))
 
     def extra_repr(self):
         return f"query_dim={self.query_dim}, key_dim={self.key_dim}"
