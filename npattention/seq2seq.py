@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from .attention.align import SoftmaxAlign
 from .attention.attention import LocationAttention
 from .attention.context import Context
-from .attention.scores import AdditiveScore, DotScore, GeneralScore
+from .attention.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 from .backend import xp
 from .masks import padding_mask
 from .layers import Embedding, Linear, Tanh
@@ -50,6 +50,19 @@ def _backward(piece, grad, cache):
         return piece.step_backward(grad, cache)
     piece.cache = cache
     return piece.backward(grad)
+
+
+def _check_score_sizes(score, query_dim, key_dim, where):
+    """A score module given to a decoder runs unchecked at every step (see ``_forward``): check here,
+    once, that it takes queries of size ``query_dim`` (hidden_size) and keys of size ``key_dim`` (enc_dim)."""
+    name = type(score).__name__
+    if isinstance(score, (DotScore, ScaledDotScore, CosineScore)) and query_dim != key_dim:
+        raise ValueError(f"{where}: {name} compares queries and keys of one size: it needs hidden_size == "
+                         f"enc_dim, got {query_dim} and {key_dim}")
+    got = (getattr(score, "query_dim", query_dim), getattr(score, "key_dim", key_dim))
+    if got != (query_dim, key_dim):
+        raise ValueError(f"{where}: the score module {name} must have query_dim = hidden_size = {query_dim} and "
+                         f"key_dim = enc_dim = {key_dim}, got query_dim={got[0]}, key_dim={got[1]}")
 
 
 def select_rows(tree, index):
@@ -219,7 +232,12 @@ class _Decoder(Module):
         For inference: it reuses the layers' caches, so run it after (not between) a forward
         and its backward.
         """
-        check_array(prev_tokens, "prev_tokens", f"{type(self).__name__}.step", shape=("B",), dtype="int")
+        name, dims = f"{type(self).__name__}.step", {}
+        check_array(prev_tokens, "prev_tokens", name, shape=("B",), dtype="int", dims=dims)
+        # the pieces run unchecked (memory was checked by start): check what changes from step to step
+        for k, s in enumerate(state):
+            check_array(s, f"state[{k}]", name, shape=("B", self.hidden_size), dims=dims)
+        check_array(memory["enc_out"], "memory['enc_out']", name, shape=("B", "S", self.enc_dim), dims=dims)
         emb_t = self.embedding(prev_tokens[:, None])[:, 0]
         features, weights, new_state, _ = self.step_forward(emb_t, state, memory)
         return self.head(features), new_state, weights
@@ -404,6 +422,7 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         if score == "concat":  # Luong's name for the additive score (deprecated here: "concat" is ConcatScore)
             score = "additive"
         if isinstance(score, Module):
+            _check_score_sizes(score, hidden_size, enc_dim, "LuongDecoder")
             self.score_name, self.score = type(score).__name__, score
         elif score not in LUONG_SCORES:
             raise ValueError(f"LuongDecoder: 'score' must be 'dot', 'general', 'additive' or a score module, "
