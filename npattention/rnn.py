@@ -44,27 +44,12 @@ version of every cell and layer is kept in tests/test_rnn_fast_paths.py, which c
 file against it in float64.
 """
 from .backend import get_rng, xp
-from .layers import Dropout
+from .layers import Dropout, sigmoid
 from .module import Module, Parameter
 from .validate import check_array, check_positive_int, check_probability
 
 
 # ====================================================================== cells
-def _sigmoid(a, out=None):
-    """The gates' logistic function, computed as ``s(a) = (1 + tanh(a / 2)) / 2``.
-
-    Why not :func:`npattention.layers.sigmoid`: its ``where`` on the sign of ``a`` runs about
-    3x slower than a ``tanh`` on random signs (branch mispredictions); this is one ``tanh`` and two
-    in-place updates, and it never overflows either.  Its error is absolute (about one rounding of
-    1), not relative: harmless for a gate, which multiplies values of order 1.  ``out=a``: in place.
-    """
-    s = xp.multiply(a, 0.5, out=out)
-    xp.tanh(s, out=s)
-    s += 1.0
-    s *= 0.5
-    return s
-
-
 def _flat_matmul(a, w):
     """``a @ w`` for ``a (..., n)`` and a matrix ``w (n, m)`` as ONE 2-D product over the flattened
     rows: NumPy runs ``(B, T, n) @ (n, m)`` as B separate BLAS calls, about 2x slower here."""
@@ -238,7 +223,8 @@ class GRUCell(_CellBase):
     def pointwise(self, gi, gh, state):
         (h,) = state
         H = self.hidden_size
-        rz = _sigmoid(gi[:, :2 * H] + gh[:, :2 * H])  # r and z: one call on the (B, 2H) block, not two
+        rz = gi[:, :2 * H] + gh[:, :2 * H]
+        sigmoid(rz, precise=False, out=rz)  # r and z: one call on the (B, 2H) block, not two, in place
         r, z = rz[:, :H], rz[:, H:]
         gh_n = gh[:, 2 * H:]
         n = xp.tanh(gi[:, 2 * H:] + r * gh_n)
@@ -283,9 +269,9 @@ class LSTMCell(_CellBase):
         H = self.hidden_size
         a = gi + gh
         g = xp.tanh(a[:, 2 * H:3 * H])
-        # i, f, o: ONE sigmoid over the whole (B, 4H) block, in place (g's block is left unused), instead
-        # of three calls on slices, each with its own temporaries
-        gates = _sigmoid(a, out=a)
+        # i, f, o: ONE sigmoid over the whole (B, 4H) block, in place (g's block is left unused), instead of
+        # three calls on slices with their own temporaries; precise=False: the tanh form, 3x faster
+        gates = sigmoid(a, precise=False, out=a)
         i, f, o = gates[:, :H], gates[:, H:2 * H], gates[:, 3 * H:]
         c_new = f * c + i * g
         tc = xp.tanh(c_new)

@@ -313,3 +313,17 @@ def test_gates_stay_finite_and_exact_for_large_preactivations():
                                     cell.initial_state(2, xp.float64))
     close(h, h_ref, "h")
     close(c, c_ref, "c")
+
+
+@pytest.mark.parametrize("dtype,atol", [(xp.float64, 3e-16), (xp.float32, 1.5e-7)])
+def test_the_gates_sigmoid_is_the_sigmoid_to_one_rounding_of_one(dtype, atol):
+    """layers.sigmoid(precise=False), the tanh form the gates use, against the precise form: absolute error
+    about one rounding of 1 (not relative), no overflow for huge inputs, and out=x works in place."""
+    x = xp.concatenate([xp.linspace(-40, 40, 2001), xp.asarray([-1e4, 1e4, 0.0])]).astype(dtype)
+    with np.errstate(over="raise", invalid="raise"):
+        fast = sigmoid(x, precise=False)
+        np.testing.assert_allclose(to_numpy(fast), to_numpy(sigmoid(x)), rtol=0, atol=atol)
+        y = x.copy()
+        assert sigmoid(y, precise=False, out=y) is y
+    np.testing.assert_array_equal(to_numpy(y), to_numpy(fast))
+    assert float(fast[-3]) == 0.0 and float(fast[-2]) == 1.0 and float(fast[-1]) == 0.5
