@@ -681,7 +681,8 @@ class Seq2Seq(Module):
         check_array(src, "src", "Seq2Seq", shape=("B", "S"), dtype="int")
         B, S = src.shape
         lengths = lengths_from(src_lengths, None, B, S, "Seq2Seq", name="src_lengths")
-        enc_out, state = self.encoder(src, lengths)
+        # src_lengths as given: without it the encoder's RNN knows no step is padded (no state carrying)
+        enc_out, state = self.encoder(src, src_lengths)
         return enc_out, state, padding_mask(lengths, S)
 
     def forward(self, src, tgt_in, src_lengths=None):
