@@ -238,6 +238,10 @@ class _Decoder(Module):
         for k, s in enumerate(state):
             check_array(s, f"state[{k}]", name, shape=("B", self.hidden_size), dims=dims)
         check_array(memory["enc_out"], "memory['enc_out']", name, shape=("B", "S", self.enc_dim), dims=dims)
+        return self._decode_step(prev_tokens, state, memory)
+
+    def _decode_step(self, prev_tokens, state, memory):
+        """:meth:`step` without its checks (for :meth:`greedy`, whose tokens and state are its own)."""
         emb_t = self.embedding(prev_tokens[:, None])[:, 0]
         features, weights, new_state, _ = self.step_forward(emb_t, state, memory)
         return self.head(features), new_state, weights
@@ -293,7 +297,7 @@ class _Decoder(Module):
         done = xp.zeros((B,), dtype=bool)
         tokens, weights = [], []
         for _ in range(max_len):  # the loop over time: each input is the previous output
-            logits, state, w = self.step(y, state, memory)
+            logits, state, w = self._decode_step(y, state, memory)
             y = xp.where(done, eos, xp.argmax(logits, axis=-1))
             done = done | (y == eos)
             tokens.append(y)
