@@ -18,9 +18,9 @@ whatever CPU runs this (NumPy, one thread unless your BLAS uses more).
 Step timing (``--step-timing``): the CPU time of one decoder step (teacher-forced forward +
 backward of every decoder, divided by the number of target steps; and one greedy decoding
 step) for this checkout and, with ``--root DIR``, for another checkout of npattention (e.g. an
-older commit: ``git worktree add /tmp/old <commit>``), each in its own subprocess, the two
-interleaved ``--repeat`` times, best of each; the ratio this / other below 1 means this
-checkout is faster::
+older commit: ``git worktree add /tmp/old <commit>``), each in its own subprocess; every decoder
+is timed in one checkout, then in the other, ``--rounds`` times (so both see the same load),
+best of each; the ratio this / other below 1 means this checkout is faster::
 
     python benchmarks/bench_seq2seq.py --step-timing --root /tmp/old
 """
@@ -122,8 +122,10 @@ def _step_decoders(s2s):
     return rows
 
 
-def step_worker(repeat):
-    """Time every decoder of the imported checkout; print ``{name: [train s/step, greedy s/step]}``."""
+def step_worker():
+    """A worker for one checkout (the one imported): builds every decoder once, then for each line
+    ``name repeat`` read from stdin prints ``[train s/step, greedy s/step]`` of that decoder (best of
+    ``repeat`` calls) as one JSON line; the first line printed lists the decoders' names."""
     from npattention import seq2seq as s2s
     from npattention.backend import Generator, manual_seed, xp
 
@@ -134,43 +136,53 @@ def step_worker(repeat):
     h0, c0 = g.normal((B, z["H"])), g.normal((B, z["H"]))
     tgt = xp.asarray((xp.arange(B * T).reshape(B, T) * 7) % z["V"])
     src_mask = (xp.arange(S)[None, :] >= xp.asarray([S - 2 * (b % 2) for b in range(B)])[:, None])
-    results = {}
+    d_logits = g.normal((B, T, z["V"]))
+    steps = {}
     for name, build in _step_decoders(s2s):
         manual_seed(0)
-        dec = build()
-        c = c0 if name.endswith("lstm") else None
-        d_logits = g.normal((B, T, z["V"]))
+        dec, c = build(), (c0 if name.endswith("lstm") else None)
 
-        def train_step():
+        def train_step(dec=dec, c=c):
             dec.zero_grad()
             dec(tgt, enc, h0, c, src_mask=src_mask)
             dec.backward(d_logits)
 
-        def greedy():  # eos never produced: all T steps run
+        def greedy(dec=dec, c=c):  # eos never produced: all T steps run
             dec.greedy(enc, h0, c, src_mask=src_mask, max_len=T, eos=z["V"] + 1)
 
+        steps[name] = (train_step, greedy)
+    print(json.dumps(list(steps)), flush=True)
+    for line in sys.stdin:
+        name, repeat = line.rsplit(" ", 1)
         times = []
-        for fn in (train_step, greedy):
+        for fn in steps[name]:
             fn()  # warm-up
             best = float("inf")
-            for _ in range(repeat):
+            for _ in range(int(repeat)):
                 t0 = time.process_time()  # CPU time: less sensitive to other load than wall-clock
                 fn()
                 best = min(best, time.process_time() - t0)
             times.append(best / T)
-        results[name] = times
-    print(json.dumps(results))
+        print(json.dumps(times), flush=True)
 
 
 def step_timing(roots, rounds, repeat):
-    """Run :func:`step_worker` for each checkout in ``roots``, interleaved ``rounds`` times; best of each."""
+    """One :func:`step_worker` per checkout in ``roots``; each decoder is timed in every worker in
+    turn (so the checkouts share the machine's load), ``rounds`` times; best of each."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    best = [None] * len(roots)
+    workers = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_step-worker", root], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for root in roots]
+    names = [json.loads(w.stdout.readline()) for w in workers][0]
+    best = [{name: [float("inf")] * 2 for name in names} for _ in roots]
     for _ in range(rounds):
-        for i, root in enumerate(roots):
-            cmd = [sys.executable, os.path.abspath(__file__), "--_step-worker", root, "--repeat", str(repeat)]
-            out = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
-            best[i] = out if best[i] is None else {k: [min(a, b) for a, b in zip(best[i][k], v)] for k, v in out.items()}
+        for name in names:
+            for w, b in zip(workers, best):
+                w.stdin.write(f"{name} {repeat}\n")
+                w.stdin.flush()
+                b[name] = [min(x, y) for x, y in zip(b[name], json.loads(w.stdout.readline()))]
+    for w in workers:
+        w.stdin.close()
+        w.wait()
     z = STEP_SIZES
     print(f"decoder step, CPU time per target step (best of {rounds} x {repeat}), one BLAS thread; "
           f"B{z['B']} S{z['S']} T{z['T']} Em{z['Em']} H{z['H']} E{z['E']} V{z['V']}")
@@ -181,7 +193,7 @@ def step_timing(roots, rounds, repeat):
     if len(roots) == 2:
         head += f" {'train [0]/[1]':>14} {'greedy [0]/[1]':>15}"
     print(head)
-    for name in best[0]:
+    for name in names:
         row = f"{name:<22}" + "".join(f" {b[name][0] * 1e6:14.1f}" for b in best)
         row += "".join(f" {b[name][1] * 1e6:15.1f}" for b in best)
         if len(roots) == 2:
@@ -200,12 +212,12 @@ def main(argv=None):
     parser.add_argument("--step-timing", action="store_true",
                         help="time one decoder step (no training); with --root, against another checkout")
     parser.add_argument("--root", default=None, help="--step-timing: another npattention checkout to compare with")
-    parser.add_argument("--rounds", type=int, default=5, help="--step-timing: interleaved rounds (subprocesses)")
-    parser.add_argument("--repeat", type=int, default=10, help="--step-timing: timed calls per round")
+    parser.add_argument("--rounds", type=int, default=10, help="--step-timing: interleaved rounds")
+    parser.add_argument("--repeat", type=int, default=5, help="--step-timing: timed calls per decoder and round")
     parser.add_argument("--_step-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._step_worker:
-        step_worker(args.repeat)
+        step_worker()
         return 0
     if args.step_timing:
         step_timing([ROOT] + ([os.path.abspath(args.root)] if args.root else []), args.rounds, args.repeat)
