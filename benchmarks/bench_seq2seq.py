@@ -23,6 +23,10 @@ is timed in one checkout, then in the other, ``--rounds`` times (so both see the
 best of each; the ratio this / other below 1 means this checkout is faster::
 
     python benchmarks/bench_seq2seq.py --step-timing --root /tmp/old
+
+``--rnn-cpu-time``: the recurrent rows of ``bench_vs_torch.py`` in CPU time, ours and PyTorch's
+interleaved in one process (run it with a Python that has torch), and the LSTM's matrix products
+alone (its floor; docs/seq2seq.md, "Speed").  One BLAS thread: set ``OPENBLAS_NUM_THREADS=1``.
 """
 import argparse
 import json
@@ -202,6 +206,58 @@ def step_timing(roots, rounds, repeat):
     return best
 
 
+# ====================================================================== recurrent layers: CPU time
+def rnn_cpu_time(repeat):
+    """The RNN/GRU/LSTM rows of ``bench_vs_torch.py`` (forward + backward, float32, one thread), timed in
+    CPU time (``time.process_time``: less sensitive to other load than the harness's wall clock),
+    ours and PyTorch's interleaved in this process, best of ``repeat``; and the LSTM's matrix products
+    alone (the same products as ``rnn.py`` makes, replayed), the floor of the LSTM row."""
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    import bench_vs_torch as bvt
+
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        torch = None
+    print("recurrent layers, forward + backward, CPU time (best of %d), one thread" % repeat)
+    for row in bvt.rnn_rows():
+        steps = {"ours": row.ours()}
+        if torch is not None:
+            steps["torch"] = row.torch_()
+        best = dict.fromkeys(steps, float("inf"))
+        for _ in range(repeat):
+            for name, step in steps.items():
+                t0 = time.process_time()
+                step()
+                best[name] = min(best[name], time.process_time() - t0)
+        ratio = f"  ratio {best['ours'] / best['torch']:.2f}" if torch is not None else ""
+        print(f"  {row.name:<24} " + "  ".join(f"{k} {v * 1e3:6.2f} ms" for k, v in best.items()) + ratio)
+    B, T, I, H, G = 64, 32, 64, 128, 4  # the LSTM row
+    r = np.random.default_rng(0)
+    x, w_ih, w_hh = (r.standard_normal(s).astype(np.float32) for s in ((B * T, I), (G * H, I), (G * H, H)))
+    w_hh_t, h, d = np.ascontiguousarray(w_hh.T), x[:B, :1].repeat(H, 1), r.standard_normal((B, G * H)).astype(np.float32)
+    d_all, h_all = r.standard_normal((B * T, G * H)).astype(np.float32), x[:, :1].repeat(H, 1)
+
+    def products():
+        _ = x @ w_ih.T  # the input projection of all steps
+        for _ in range(T):
+            _ = h @ w_hh_t  # forward, per step
+        for _ in range(T):
+            _ = d @ w_hh  # backward, per step
+        _ = d_all.T @ h_all, d_all.T @ x, d_all @ w_ih  # dW_hh, dW_ih, dx once
+
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        products()
+        best = min(best, time.process_time() - t0)
+    flops = 3 * 2 * B * T * G * H * (I + H)
+    print(f"  LSTM matrix products alone: {best * 1e3:.2f} ms ({flops / best / 1e9:.1f} GFLOP/s)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="small data, one epoch (a smoke test)")
@@ -215,7 +271,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=10, help="--step-timing: interleaved rounds")
     parser.add_argument("--repeat", type=int, default=5, help="--step-timing: timed calls per decoder and round")
     parser.add_argument("--_step-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rnn-cpu-time", action="store_true",
+                        help="RNN/GRU/LSTM against PyTorch (if installed) in CPU time, and the LSTM's products alone")
     args = parser.parse_args(argv)
+    if args.rnn_cpu_time:
+        rnn_cpu_time(max(args.repeat, 7))
+        return 0
     if args._step_worker:
         step_worker()
         return 0
