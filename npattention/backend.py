@@ -19,6 +19,7 @@ Helpers here hide the few places where CuPy and NumPy differ (see docs/backend.m
 moving arrays to and from the host, random numbers that are identical on both
 backends (drawn on the host with NumPy, then moved), and scatter-add.
 """
+import math
 import os
 import sys
 
@@ -142,14 +143,57 @@ def synchronize():
 # ---------------------------------------------------------------- CuPy/NumPy differences
 def add_at(target, indices, values):
     """In-place ``target[indices] += values`` that adds repeated indices up
-    (``numpy.add.at``; on CuPy ``cupyx.scatter_add``)."""
+    (``numpy.add.at``; on CuPy ``cupyx.scatter_add``).
+
+    ``indices`` is anything ``numpy.add.at`` takes; ``values`` broadcasts to ``target[indices]``.
+    On NumPy, the common scatters (integer index arrays into a C-contiguous array) go through
+    :func:`_flat_index` to the one case ``numpy.add.at`` runs fast: a 1-D target indexed by one
+    array.  The additions are the same, in the same order, so the result is bit for bit that
+    of ``numpy.add.at(target, indices, values)``.
+    """
     if BACKEND == "cupy":
         import cupyx
 
         cupyx.scatter_add(target, indices, values)
-    else:
+        return target
+    flat = _flat_index(target, indices)
+    if flat is None:   # slices, booleans, negative or out-of-range indices, ...: the general path
         numpy.add.at(target, indices, values)
+        return target
+    try:
+        values = numpy.broadcast_to(values, flat.shape)
+    except ValueError:   # values do not fit target[indices]: let numpy.add.at say so
+        numpy.add.at(target, indices, values)
+        return target
+    # NumPy >= 1.25 adds a 1-D index into a 1-D array in one tight C loop; with a 2-D target
+    # (or several index arrays) it takes a generic loop that is 5-10x slower per element
+    numpy.add.at(target.reshape(-1), flat.reshape(-1), values.reshape(-1))
     return target
+
+
+def _flat_index(target, indices):
+    """The position in ``target.reshape(-1)`` of every element of ``target[indices]``, shaped
+    like ``target[indices]``; ``None`` where that is not a plain integer-array scatter.
+
+    ``indices``: one integer array (the rows of ``target``) or a tuple of ``k`` of them (the
+    first ``k`` axes); the remaining axes, of ``D`` elements in all, are taken whole, so an
+    index ``i`` into the first ``k`` axes stands for the ``D`` positions ``i * D + [0, D)``.
+    """
+    arrays = indices if isinstance(indices, tuple) else (indices,)
+    if not (isinstance(target, numpy.ndarray) and target.flags.c_contiguous and 1 <= len(arrays) <= target.ndim
+            and all(isinstance(a, numpy.ndarray) and a.dtype.kind in "iu" for a in arrays)):
+        return None
+    if len(arrays) == 1 and target.ndim == 1:
+        return None   # already the fast case
+    k = len(arrays)
+    try:   # checks every index against its axis (negative or out of range -> ValueError)
+        rows = numpy.ravel_multi_index(arrays, target.shape[:k])
+    except (ValueError, TypeError):
+        return None   # numpy.add.at handles negative indices and raises IndexError for bad ones
+    if k == target.ndim:
+        return rows
+    D = math.prod(target.shape[k:])
+    return ((rows * D)[..., None] + numpy.arange(D)).reshape(rows.shape + target.shape[k:])
 
 
 def sum_to_shape(grad, shape):

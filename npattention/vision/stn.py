@@ -128,34 +128,63 @@ def _as_index(value, n):
     return xp.clip(xp.where(xp.isfinite(value), value, 0), 0, n - 1).astype(xp.int64)
 
 
-def _bilinear_taps(grid, H, W, align_corners, padding_mode="zeros"):
-    """The four neighbours of every sampling point.
+def _neighbours(i, n):
+    """The two neighbours ``floor(i)`` and ``floor(i) + 1`` of positions ``i`` on an axis of ``n`` pixels.
 
-    Returns ``(taps, slope_x, slope_y)`` where each tap is
-    ``(row, col, weight, inside, d weight/d ix, d weight/d iy)``, all ``(B, H_out, W_out)``;
-    ``row``/``col`` are clipped into the image (their values only matter where ``inside``).
+    Returns ``(index, weight, inside)``, each ``(2, *i.shape)`` (neighbour 0, neighbour 1):
+    the pixel indices clipped into ``[0, n)``, the linear-interpolation weights
+    ``(1 - f, f)`` with ``f = i - floor(i)``, and ``inside`` (1.0 where the neighbour is a
+    pixel of the image, else 0.0).  The weights are already multiplied by ``inside``
+    (zeros padding), once per axis instead of once per corner and channel.
     """
-    ix, slope_x = _padded_index(grid[..., 0], W, align_corners, padding_mode)
-    iy, slope_y = _padded_index(grid[..., 1], H, align_corners, padding_mode)
-    x0, y0 = xp.floor(ix), xp.floor(iy)
-    fx, fy = ix - x0, iy - y0  # position inside the cell, in [0, 1)
-    taps = []
-    # A loop over the 4 corners of the cell (not over pixels): corner (dy, dx).
-    for dy, wy, dwy in ((0, 1 - fy, -1.0), (1, fy, 1.0)):
-        for dx, wx, dwx in ((0, 1 - fx, -1.0), (1, fx, 1.0)):
-            col, row = x0 + dx, y0 + dy
-            inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)  # zeros outside
-            taps.append((_as_index(row, H), _as_index(col, W), wy * wx, inside, dwx * wy, dwy * wx))
-    return taps, slope_x, slope_y
+    i0 = xp.floor(i)
+    f = i - i0  # position inside the cell, in [0, 1)
+    at = xp.stack([i0, i0 + 1])   # the two neighbours' positions, stacked: each step below is one call
+    inside = ((at >= 0) & (at <= n - 1)).astype(i.dtype)
+    weight = xp.stack([1 - f, f])
+    weight *= inside   # NaN * 0 stays NaN: a NaN grid point gives NaN
+    return _as_index(at, n), weight, inside
 
 
-def _nearest_tap(grid, H, W, align_corners, padding_mode):
-    """``(row, col, inside)`` of the nearest pixel (rounding half to even, as PyTorch's ``nearbyint``)."""
-    ix, _ = _padded_index(grid[..., 0], W, align_corners, padding_mode)
-    iy, _ = _padded_index(grid[..., 1], H, align_corners, padding_mode)
+def _bilinear_taps(grid, H, W, align_corners, padding_mode="zeros"):
+    """The four neighbours (corners) of every sampling point, as flat pixel indices.
+
+    Returns ``(index, weight, x, y, slope_x, slope_y)``: ``index`` and ``weight`` are
+    ``(4, B, P)`` (``P = H_out * W_out``; corner ``2 a + b`` is ``(y0 + a, x0 + b)``), with
+    ``index`` into one flattened ``(B * H * W)`` channel plane and ``weight = w_y(a) w_x(b)``
+    (0 for a corner outside the image).  ``x`` = ``(weight_x, inside_x)`` and ``y`` likewise,
+    each ``(2, B, P)``, are the per-axis factors the backward needs.
+    """
+    B, P = grid.shape[0], grid.shape[1] * grid.shape[2]
+    ix, slope_x = _padded_index(grid[..., 0].reshape(B, P), W, align_corners, padding_mode)
+    iy, slope_y = _padded_index(grid[..., 1].reshape(B, P), H, align_corners, padding_mode)
+    col, wx, in_x = _neighbours(ix, W)
+    row, wy, in_y = _neighbours(iy, H)
+    row *= W
+    row += (xp.arange(B) * (H * W))[:, None]   # now the flat index of the row's first pixel
+    # the 2 x 2 corners by broadcasting (a, 1, ...) against (1, b, ...): a = y neighbour, b = x
+    index = (row[:, None] + col[None, :]).reshape((4, B, P))
+    weight = (wy[:, None] * wx[None, :]).reshape((4, B, P))
+    return index, weight, (wx, in_x), (wy, in_y), slope_x, slope_y
+
+
+def _nearest_taps(grid, H, W, align_corners, padding_mode):
+    """The nearest pixel (rounding half to even, as PyTorch's ``nearbyint``) as one "corner":
+    ``(index, weight)``, both ``(1, B, P)``, weight 1 inside the image and 0 outside."""
+    B, P = grid.shape[0], grid.shape[1] * grid.shape[2]
+    ix, _ = _padded_index(grid[..., 0].reshape(B, P), W, align_corners, padding_mode)
+    iy, _ = _padded_index(grid[..., 1].reshape(B, P), H, align_corners, padding_mode)
     col, row = xp.rint(ix), xp.rint(iy)
-    inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)
-    return _as_index(row, H), _as_index(col, W), inside & xp.isfinite(ix) & xp.isfinite(iy)
+    inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1) & xp.isfinite(ix) & xp.isfinite(iy)
+    index = (xp.arange(B) * (H * W))[:, None] + _as_index(row, H) * W + _as_index(col, W)
+    return index[None], inside.astype(ix.dtype)[None]
+
+
+def _channel_planes(input):
+    """``(B, C, H, W)`` -> ``(C, B * H * W)``: one contiguous plane per channel, so that one flat
+    index per corner (computed once) reads every channel (a copy only when ``C > 1``)."""
+    B, C, H, W = input.shape
+    return xp.ascontiguousarray(input.transpose(1, 0, 2, 3)).reshape(C, B * H * W)
 
 
 # --------------------------------------------------------------------------- affine_grid
@@ -215,17 +244,17 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     _check_sample_inputs(input, grid, where, mode, padding_mode)
     B, C, H, W = input.shape
     align_corners = _check_align(align_corners, where)
-    image = input.transpose(0, 2, 3, 1)  # (B, H, W, C): one gather fetches all channels
-    b = xp.arange(B)[:, None, None]
     if mode == "nearest":
-        row, col, inside = _nearest_tap(grid, H, W, align_corners, padding_mode)
-        out = inside[..., None] * image[b, row, col]
-        return out.transpose(0, 3, 1, 2).astype(input.dtype, copy=False)
-    taps, _, _ = _bilinear_taps(grid, H, W, align_corners, padding_mode)
-    out = 0
-    for row, col, weight, inside, _, _ in taps:  # the 4 corners
-        out = out + (weight * inside)[..., None] * image[b, row, col]
-    return out.transpose(0, 3, 1, 2).astype(input.dtype, copy=False)
+        index, weight = _nearest_taps(grid, H, W, align_corners, padding_mode)
+    else:
+        index, weight = _bilinear_taps(grid, H, W, align_corners, padding_mode)[:2]
+    planes = _channel_planes(input)
+    out = xp.empty((B, C, index.shape[2]), dtype=input.dtype)
+    for c in range(C):   # a loop over channels (not pixels): all corners of all points at once
+        # one flat gather of the corner values (4, B, P), then sum_corners weight * value;
+        # xp.take on a flat plane is ~5x faster than image[b, row, col] with three index arrays
+        out[:, c] = xp.einsum("kbp,kbp->bp", weight, xp.take(planes[c], index))
+    return out.reshape((B, C) + tuple(grid.shape[1:3]))
 
 
 def grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bilinear", padding_mode="zeros"):
@@ -246,26 +275,42 @@ def grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bi
     B, C, H, W = input.shape
     check_array(grad_output, "grad_output", where, shape=(B, C) + tuple(grid.shape[1:3]))
     align_corners = _check_align(align_corners, where)
-    image = input.transpose(0, 2, 3, 1)  # (B, H, W, C)
-    g = grad_output.transpose(0, 2, 3, 1)  # (B, H_out, W_out, C)
-    b = xp.broadcast_to(xp.arange(B)[:, None, None], grid.shape[:3])
-    grad_image = xp.zeros_like(image)
-    if mode == "nearest":   # out = inside * image[row, col]
-        row, col, inside = _nearest_tap(grid, H, W, align_corners, padding_mode)
-        add_at(grad_image, (b, row, col), inside[..., None] * g)
-        return grad_image.transpose(0, 3, 1, 2), xp.zeros_like(grid)
-    taps, slope_x, slope_y = _bilinear_taps(grid, H, W, align_corners, padding_mode)
-    grad_ix = xp.zeros(grid.shape[:3], dtype=grid.dtype)
-    grad_iy = xp.zeros(grid.shape[:3], dtype=grid.dtype)
-    for row, col, weight, inside, dw_dix, dw_diy in taps:
-        # to the input: scatter w * g back to the pixel each corner read (outside: w*0)
-        add_at(grad_image, (b, row, col), (weight * inside)[..., None] * g)
-        # to the grid: d out / d ix = sum_corners (d w / d ix) * value; g . value sums channels
-        g_dot_value = xp.sum(g * image[b, row, col], axis=-1) * inside
-        grad_ix += dw_dix * g_dot_value
-        grad_iy += dw_diy * g_dot_value
+    if mode == "nearest":   # out = inside * image[row, col]: piecewise constant in the grid
+        index, weight = _nearest_taps(grid, H, W, align_corners, padding_mode)
+        return _scatter_to_input(grad_output, input, index, weight), xp.zeros_like(grid)
+    index, weight, (wx, in_x), (wy, in_y), slope_x, slope_y = _bilinear_taps(grid, H, W, align_corners, padding_mode)
+    grad_input = _scatter_to_input(grad_output, input, index, weight)
+    # to the grid: first g . value of every corner, summed over the channels (4, B, P)
+    planes = _channel_planes(input)
+    g = grad_output.reshape((B, C, index.shape[2]))
+    g_dot_value = xp.zeros(index.shape, dtype=xp.result_type(input, grad_output))
+    for c in range(C):
+        value = xp.take(planes[c], index)
+        value *= g[:, c]   # in place: one (4, B, P) temporary per channel, not two
+        g_dot_value += value
+    # d out / d ix = sum_corners (d w / d ix) value, with w = w_y(a) w_x(b) and
+    # d w_x(b) / d ix = -1 (b = 0), +1 (b = 1) inside the image (0 outside); likewise for y
+    gdv = g_dot_value.reshape((2, 2) + index.shape[1:])   # (a, b, B, P)
+    along_x = (wy[:, None] * gdv).sum(axis=0)   # sum over a of w_y(a) g.value: (b, B, P)
+    along_y = (wx[None, :] * gdv).sum(axis=1)   # sum over b of w_x(b) g.value: (a, B, P)
+    grad_ix = in_x[1] * along_x[1] - in_x[0] * along_x[0]
+    grad_iy = in_y[1] * along_y[1] - in_y[0] * along_y[0]
     grad_grid = xp.stack([grad_ix * slope_x, grad_iy * slope_y], axis=-1)  # chain rule: d ix / d x
-    return grad_image.transpose(0, 3, 1, 2), grad_grid
+    return grad_input, grad_grid.reshape(grid.shape).astype(grid.dtype, copy=False)
+
+
+def _scatter_to_input(grad_output, input, index, weight):
+    """``dL/dinput``: each corner of each point sends ``weight * grad`` back to the pixel it
+    read.  Points share pixels, so this is a scatter-add (:func:`npattention.backend.add_at`),
+    one per channel for all corners at once, in the reference's order (corner by corner)."""
+    B, C, H, W = input.shape
+    g = grad_output.reshape((B, C, index.shape[2]))
+    grad_planes = xp.zeros((C, B * H * W), dtype=input.dtype)
+    flat_index = index.reshape(-1)
+    for c in range(C):
+        # a 1-D target indexed by one flat array: numpy.add.at's fast case (outside: w = 0)
+        add_at(grad_planes[c], flat_index, (weight * g[:, c]).reshape(-1))
+    return grad_planes.reshape(C, B, H, W).transpose(1, 0, 2, 3)
 
 
 # --------------------------------------------------------------------------- modules
