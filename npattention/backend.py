@@ -146,54 +146,64 @@ def add_at(target, indices, values):
     (``numpy.add.at``; on CuPy ``cupyx.scatter_add``).
 
     ``indices`` is anything ``numpy.add.at`` takes; ``values`` broadcasts to ``target[indices]``.
-    On NumPy, the common scatters (integer index arrays into a C-contiguous array) go through
-    :func:`_flat_index` to the one case ``numpy.add.at`` runs fast: a 1-D target indexed by one
-    array.  The additions are the same, in the same order, so the result is bit for bit that
-    of ``numpy.add.at(target, indices, values)``.
+    On NumPy, the common scatters (integer index arrays into a C-contiguous array) become the
+    one case ``numpy.add.at`` runs fast: a 1-D target indexed by one flat array (see
+    :func:`_row_index`).  The additions are the same, in the same order, so the result is bit
+    for bit that of ``numpy.add.at(target, indices, values)``.
     """
     if BACKEND == "cupy":
         import cupyx
 
         cupyx.scatter_add(target, indices, values)
         return target
-    flat = _flat_index(target, indices)
-    if flat is None:   # slices, booleans, negative or out-of-range indices, ...: the general path
+    found = _row_index(target, indices)
+    if found is None:   # slices, booleans, negative or out-of-range indices, ...: the general path
         numpy.add.at(target, indices, values)
         return target
+    rows, k = found
     try:
-        values = numpy.broadcast_to(values, flat.shape)
+        values = numpy.broadcast_to(values, rows.shape + target.shape[k:])
     except ValueError:   # values do not fit target[indices]: let numpy.add.at say so
         numpy.add.at(target, indices, values)
         return target
-    # NumPy >= 1.25 adds a 1-D index into a 1-D array in one tight C loop; with a 2-D target
-    # (or several index arrays) it takes a generic loop that is 5-10x slower per element
-    numpy.add.at(target.reshape(-1), flat.reshape(-1), values.reshape(-1))
+    D = math.prod(target.shape[k:])   # elements per indexed row
+    rows = rows.reshape(-1)
+    values = values.reshape(rows.size, D)
+    flat_target, columns = target.reshape(-1), numpy.arange(D)
+    step = max(1, _ADD_AT_CHUNK // max(D, 1))
+    for lo in range(0, rows.size, step):   # in chunks: the flat index stays small (in cache)
+        # element j of row rows[i] is element rows[i] * D + j of the flat target; NumPy >= 1.25
+        # adds a 1-D index into a 1-D array in one tight loop, 5-10x faster per element than
+        # its generic loop for a 2-D target or several index arrays
+        flat = ((rows[lo:lo + step] * D)[:, None] + columns).reshape(-1)
+        numpy.add.at(flat_target, flat, values[lo:lo + step].reshape(-1))
     return target
 
 
-def _flat_index(target, indices):
-    """The position in ``target.reshape(-1)`` of every element of ``target[indices]``, shaped
-    like ``target[indices]``; ``None`` where that is not a plain integer-array scatter.
+#: elements per numpy.add.at call in add_at (its flat int64 index: 512 KiB)
+_ADD_AT_CHUNK = 1 << 16
 
-    ``indices``: one integer array (the rows of ``target``) or a tuple of ``k`` of them (the
-    first ``k`` axes); the remaining axes, of ``D`` elements in all, are taken whole, so an
-    index ``i`` into the first ``k`` axes stands for the ``D`` positions ``i * D + [0, D)``.
+
+def _row_index(target, indices):
+    """``(rows, k)`` for an integer-array scatter, else ``None``.
+
+    ``indices``: one integer array (into the first axis of ``target``) or a tuple of ``k``
+    of them (into the first ``k`` axes, broadcast together); ``rows`` is their position in
+    ``target`` seen as ``(n_rows, D)``, where the remaining axes, ``D`` elements in all, are
+    taken whole.  ``None`` for anything else, for a 1-D target indexed by one array (already
+    numpy.add.at's fast case) and for negative or out-of-range indices (numpy.add.at wraps
+    the former and raises IndexError for the latter).
     """
     arrays = indices if isinstance(indices, tuple) else (indices,)
     if not (isinstance(target, numpy.ndarray) and target.flags.c_contiguous and 1 <= len(arrays) <= target.ndim
             and all(isinstance(a, numpy.ndarray) and a.dtype.kind in "iu" for a in arrays)):
         return None
     if len(arrays) == 1 and target.ndim == 1:
-        return None   # already the fast case
-    k = len(arrays)
-    try:   # checks every index against its axis (negative or out of range -> ValueError)
-        rows = numpy.ravel_multi_index(arrays, target.shape[:k])
+        return None
+    try:   # checks every index against its own axis (negative or too large -> ValueError)
+        return numpy.ravel_multi_index(arrays, target.shape[:len(arrays)]), len(arrays)
     except (ValueError, TypeError):
-        return None   # numpy.add.at handles negative indices and raises IndexError for bad ones
-    if k == target.ndim:
-        return rows
-    D = math.prod(target.shape[k:])
-    return ((rows * D)[..., None] + numpy.arange(D)).reshape(rows.shape + target.shape[k:])
+        return None
 
 
 def sum_to_shape(grad, shape):
