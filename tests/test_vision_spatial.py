@@ -286,6 +286,11 @@ def test_fast_grid_sample_matches_the_plain_reference(rng, mode, padding_mode, a
         np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12, atol=1e-12, equal_nan=True)
     if B and mode == "bilinear":
         assert np.isnan(to_numpy(out)).any()   # the NaN points give NaN
+    # the module computes the taps once (forward) and reuses them (backward): same numbers
+    module = GridSample(align_corners, mode, padding_mode)
+    np.testing.assert_array_equal(to_numpy(module(x, grid)), to_numpy(out))
+    for got, want in zip(module.backward(g), (dx, dgrid)):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
 
 
 def test_fast_grid_sample_float32_matches_the_reference(rng):

@@ -125,7 +125,9 @@ def _padded_index(u, n, align_corners, padding_mode):
 def _as_index(value, n):
     """Float pixel positions -> int indices clipped into ``[0, n)`` (NaN/inf -> 0: the
     result is masked by ``inside`` and its NaN weight, so NaN propagates, no IndexError)."""
-    return xp.clip(xp.where(xp.isfinite(value), value, 0), 0, n - 1).astype(xp.int64)
+    index = xp.clip(value, 0, n - 1)
+    xp.copyto(index, 0, where=~xp.isfinite(value))   # one in-place pass instead of a where() copy
+    return index.astype(xp.int64)
 
 
 def _neighbours(i, n):
@@ -178,6 +180,17 @@ def _nearest_taps(grid, H, W, align_corners, padding_mode):
     inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1) & xp.isfinite(ix) & xp.isfinite(iy)
     index = (xp.arange(B) * (H * W))[:, None] + _as_index(row, H) * W + _as_index(col, W)
     return index[None], inside.astype(ix.dtype)[None]
+
+
+def _taps(grid, H, W, mode, align_corners, padding_mode):
+    """``(index, weight, bilinear)``: the corners of :func:`_bilinear_taps` (``mode="bilinear"``;
+    ``bilinear`` holds its other results, for the grid gradient) or the one nearest pixel of
+    :func:`_nearest_taps` (``bilinear = None``).  Forward and backward both need them: the
+    modules compute them once per step and cache them."""
+    if mode == "nearest":
+        return _nearest_taps(grid, H, W, align_corners, padding_mode) + (None,)
+    index, weight, *bilinear = _bilinear_taps(grid, H, W, align_corners, padding_mode)
+    return index, weight, bilinear
 
 
 def _channel_planes(input):
@@ -242,12 +255,14 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     """
     where = "grid_sample"
     _check_sample_inputs(input, grid, where, mode, padding_mode)
-    B, C, H, W = input.shape
     align_corners = _check_align(align_corners, where)
-    if mode == "nearest":
-        index, weight = _nearest_taps(grid, H, W, align_corners, padding_mode)
-    else:
-        index, weight = _bilinear_taps(grid, H, W, align_corners, padding_mode)[:2]
+    return _sample(input, grid, _taps(grid, *input.shape[2:], mode, align_corners, padding_mode))
+
+
+def _sample(input, grid, taps):
+    """:func:`grid_sample` from its taps: ``out = sum_corners weight * input[corner]``."""
+    index, weight, _ = taps
+    B, C = input.shape[:2]
     planes = _channel_planes(input)
     out = xp.empty((B, C, index.shape[2]), dtype=input.dtype)
     for c in range(C):   # a loop over channels (not pixels): all corners of all points at once
@@ -272,14 +287,19 @@ def grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bi
     """
     where = "grid_sample_backward"
     _check_sample_inputs(input, grid, where, mode, padding_mode)
-    B, C, H, W = input.shape
-    check_array(grad_output, "grad_output", where, shape=(B, C) + tuple(grid.shape[1:3]))
+    check_array(grad_output, "grad_output", where, shape=tuple(input.shape[:2]) + tuple(grid.shape[1:3]))
     align_corners = _check_align(align_corners, where)
-    if mode == "nearest":   # out = inside * image[row, col]: piecewise constant in the grid
-        index, weight = _nearest_taps(grid, H, W, align_corners, padding_mode)
-        return _scatter_to_input(grad_output, input, index, weight), xp.zeros_like(grid)
-    index, weight, (wx, in_x), (wy, in_y), slope_x, slope_y = _bilinear_taps(grid, H, W, align_corners, padding_mode)
+    return _sample_backward(grad_output, input, grid, _taps(grid, *input.shape[2:], mode, align_corners, padding_mode))
+
+
+def _sample_backward(grad_output, input, grid, taps):
+    """:func:`grid_sample_backward` from the taps of the forward."""
+    index, weight, bilinear = taps
+    B, C = input.shape[:2]
     grad_input = _scatter_to_input(grad_output, input, index, weight)
+    if bilinear is None:   # nearest: out = inside * image[row, col] is piecewise constant in the grid
+        return grad_input, xp.zeros_like(grid)
+    (wx, in_x), (wy, in_y), slope_x, slope_y = bilinear
     # to the grid: first g . value of every corner, summed over the channels (4, B, P)
     planes = _channel_planes(input)
     g = grad_output.reshape((B, C, index.shape[2]))
@@ -341,7 +361,8 @@ class GridSample(Module):
     """Module form of :func:`grid_sample`: ``(input, grid) -> output``; backward -> ``(d input, d grid)``.
 
     ``mode`` (``"bilinear"``, ``"nearest"``) and ``padding_mode`` (``"zeros"``, ``"border"``,
-    ``"reflection"``) as in :func:`grid_sample`.  cache: ``(input, grid)``."""
+    ``"reflection"``) as in :func:`grid_sample`.  cache: ``(input, grid, taps)``: the taps (corner
+    indices and weights, :func:`_taps`) serve the backward too, so they are computed once."""
 
     def __init__(self, align_corners=False, mode="bilinear", padding_mode="zeros"):
         self.align_corners = _check_align(align_corners, "GridSample")
@@ -349,12 +370,16 @@ class GridSample(Module):
         self.mode, self.padding_mode = mode, padding_mode
 
     def forward(self, input, grid):
-        self.cache = (input, grid)
-        return grid_sample(input, grid, self.mode, self.padding_mode, align_corners=self.align_corners)
+        _check_sample_inputs(input, grid, "GridSample", self.mode, self.padding_mode)
+        taps = _taps(grid, *input.shape[2:], self.mode, self.align_corners, self.padding_mode)
+        self.cache = (input, grid, taps)
+        return _sample(input, grid, taps)
 
     def backward(self, grad_output):
-        input, grid = self.cache
-        return grid_sample_backward(grad_output, input, grid, self.align_corners, self.mode, self.padding_mode)
+        input, grid, taps = self.cache
+        check_array(grad_output, "grad_output", "GridSample.backward",
+                    shape=tuple(input.shape[:2]) + tuple(grid.shape[1:3]))
+        return _sample_backward(grad_output, input, grid, taps)
 
     def extra_repr(self):
         return f"align_corners={self.align_corners}, mode={self.mode!r}, padding_mode={self.padding_mode!r}"
@@ -373,7 +398,8 @@ class SpatialTransformer(Module):
 
     backward returns ``dL/dx`` along both paths: through the sampler (the pixels that were
     read) and through the localisation net (how moving the grid changes the loss).
-    cache: ``(x, h, grid)``: the input, the localisation net's output and the sampling grid.
+    cache: ``(x, h, grid, taps)``: the input, the localisation net's output, the sampling grid and
+    its taps (corner indices and weights, computed once for the forward and the backward).
     """
 
     def __init__(self, in_channels, height, width, hidden=32, align_corners=False, output_size=None):
@@ -406,15 +432,16 @@ class SpatialTransformer(Module):
         B, C = x.shape[:2]
         theta, h = self.localize(x)  # where to look
         grid = affine_grid(theta, (B, C) + self.output_size, self.align_corners)
-        out = grid_sample(x, grid, align_corners=self.align_corners)  # read it
+        taps = _taps(grid, self.height, self.width, "bilinear", self.align_corners, "zeros")
+        out = _sample(x, grid, taps)  # read it: grid_sample(x, grid, align_corners=...)
         self.theta, self.grid = theta, grid
-        self.cache = (x, h, grid)
+        self.cache = (x, h, grid, taps)
         return out
 
     def backward(self, grad_output):
-        x, h, grid = self.cache
+        x, h, grid, taps = self.cache
         B, C = x.shape[:2]
-        dx_sampled, dgrid = grid_sample_backward(grad_output, x, grid, self.align_corners)
+        dx_sampled, dgrid = _sample_backward(grad_output, x, grid, taps)   # = grid_sample_backward(...)
         dtheta = affine_grid_backward(dgrid, (B, C) + self.output_size, self.align_corners)
         dh = self.fc2.backward(dtheta.reshape(B, 6))
         dflat = self.fc1.backward(dh * (1 - h * h))  # tanh' = 1 - tanh^2
