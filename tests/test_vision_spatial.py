@@ -293,6 +293,19 @@ def test_fast_grid_sample_matches_the_plain_reference(rng, mode, padding_mode, a
         np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
 
 
+@pytest.mark.parametrize("B, H, W", [(0, 3, 4), (1, 1, 1), (3, 5, 7)])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_backward_one_gemm_matches_the_stacked_product(rng, B, H, W, align_corners):
+    """The one (B*2, H*W) @ (H*W, 3) product equals the plain stacked one, (2, H*W) @ (H*W, 3) per image."""
+    dgrid = rng.normal((B, H, W, 2), dtype=xp.float64)
+    base = to_numpy(affine_grid(_theta(IDENTITY, 1, xp.float64), (1, 1, H, W), align_corners)).reshape(H * W, 2)
+    base = np.concatenate([base, np.ones((H * W, 1))], axis=1)   # rows [x_w, y_h, 1]
+    want = to_numpy(dgrid).reshape(B, H * W, 2).transpose(0, 2, 1) @ base
+    got = to_numpy(affine_grid_backward(dgrid, (B, 1, H, W), align_corners))
+    assert got.shape == (B, 2, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_fast_grid_sample_float32_matches_the_reference(rng):
     """float32 (the benchmark's dtype) and a float32 grid with a float64 image keep their dtypes."""
     x = rng.normal((2, 3, 8, 9))
