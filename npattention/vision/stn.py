@@ -82,7 +82,8 @@ def _to_pixels(u, n, align_corners):
     # slope is unchanged, so gradients are too.
     nearest = xp.rint(index)
     close = xp.abs(index - nearest) <= 64 * xp.finfo(index.dtype).eps * max(n, 1)
-    return xp.where(close, nearest, index), slope
+    xp.copyto(index, nearest, where=close)   # in place: index is a fresh array
+    return index, slope
 
 
 def _reflect(index, twice_low, twice_high):
@@ -141,7 +142,7 @@ def _neighbours(i, n):
     """
     i0 = xp.floor(i)
     f = i - i0  # position inside the cell, in [0, 1)
-    at = xp.stack([i0, i0 + 1])   # the two neighbours' positions, stacked: each step below is one call
+    at = i0 + xp.arange(2, dtype=i.dtype).reshape((2,) + (1,) * i.ndim)   # both neighbours: one call each step
     inside = ((at >= 0) & (at <= n - 1)).astype(i.dtype)
     weight = xp.stack([1 - f, f])
     weight *= inside   # NaN * 0 stays NaN: a NaN grid point gives NaN
