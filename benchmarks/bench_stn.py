@@ -142,7 +142,9 @@ def roofline_part(rng, repeat):
     t_scatter = _best(lambda: add_at(target, index.reshape(-1), value.reshape(-1)), repeat) / n
     t_pass = _best(lambda: weight * value, repeat) / n
     t_taps = _best(lambda: _taps(grid, H, W, "bilinear", False, "zeros"), repeat)
-    t_step = _best(lambda: (grid_sample(x, grid), grid_sample_backward(g, x, grid)), repeat)
+    step = lambda: (grid_sample(x, grid), grid_sample_backward(g, x, grid))
+    t_step = _best(step, repeat)
+    faults, sys_time = _faults(step, repeat)
     # per corner value and channel: a gather in the forward and one in the backward (the grid
     # gradient needs the values again), one scatter, ~4 elementwise passes (weight * value, the
     # sum over corners, weight * grad, grad * value); plus the taps, once per pass
@@ -153,6 +155,21 @@ def roofline_part(rng, repeat):
           f"elementwise pass {t_pass * 1e9:.2f} ns; taps {t_taps * 1e3:.2f} ms")
     print(f"   floor {floor * 1e3:.1f} ms = {C} x {n} x (2 x gather + scatter + 4 x pass) + 2 x taps; "
           f"measured {t_step * 1e3:.1f} ms")
+    if faults is not None:   # freed temporaries go back to the OS and are faulted in again next call
+        print(f"   per step: {faults:.0f} page faults, {sys_time * 1e3:.1f} ms system time (in the measured time)")
+
+
+def _faults(step, repeat):
+    """Minor page faults and system CPU time per call of ``step`` (None where not available)."""
+    try:
+        import resource
+    except ImportError:
+        return None, None
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(repeat):
+        step()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_minflt - before.ru_minflt) / repeat, (after.ru_stime - before.ru_stime) / repeat
 
 
 if __name__ == "__main__":
