@@ -271,7 +271,7 @@ def _sample(input, grid, taps):
     out = xp.empty((B, C, index.shape[2]), dtype=input.dtype)
     for c in range(C):   # a loop over channels (not pixels): all corners of all points at once
         # one flat gather of the corner values (4, B, P), then sum_corners weight * value;
-        # xp.take on a flat plane is ~5x faster than image[b, row, col] with three index arrays
+        # xp.take on a flat plane is ~2x faster than image[b, row, col] with three index arrays
         out[:, c] = xp.einsum("kbp,kbp->bp", weight, xp.take(planes[c], index))
     return out.reshape((B, C) + tuple(grid.shape[1:3]))
 
