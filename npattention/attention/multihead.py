@@ -67,7 +67,9 @@ class MultiheadAttention(Module):
     ``backward(dout)`` returns ``(dquery, dkey, dvalue)``.  For self-attention, where one
     input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
     (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
-    equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul.
+    equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul (and the
+    backward's three weight gradients as one product).  Every projection runs on the
+    flattened ``(B*T, E)`` rows: one GEMM, not one per batch item (docs/multihead.md, "Speed").
 
     ``block_size`` (default None): None runs step 3 with the default
     :func:`~npattention.attention.sdpa.scaled_dot_product_attention`; an int ``B`` or a pair
