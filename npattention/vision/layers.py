@@ -631,6 +631,32 @@ class AdaptiveMaxPool2d(_AdaptivePool2d):
         return self._unwindow(is_max * grad_output[..., None], kh, kw)
 
 
+# ---------------------------------------------------------------- per-channel helpers (BatchNorm2d)
+def _channel_sum(a):
+    """``a (B, C, H, W)`` summed over ``(B, H, W)`` -> ``(C,)``, as one matrix-vector product with
+    ones (a single BLAS pass; about 3x faster here than ``a.sum(axis=(0, 2, 3))``)."""
+    B, C, H, W = a.shape
+    return (a.reshape(B * C, H * W) @ xp.ones(H * W, dtype=a.dtype)).reshape(B, C).sum(axis=0)
+
+
+def _channel_dot(a, b):
+    """``sum_(b,h,w) a * b`` per channel -> ``(C,)``, without the ``(B, C, H, W)`` product."""
+    return xp.einsum("bchw,bchw->c", a, b)
+
+
+def _per_channel(a, v, op, out=None):
+    """``op(a, v[c])`` for every channel ``c`` of ``a (B, C, H, W)`` (``out`` may be ``a``).
+
+    ``v`` is repeated to one image, ``(C H W,)``, and ``a`` seen as ``(B, C H W)``: NumPy then runs
+    ``B`` rows of ``C H W`` numbers, not ``B C`` rows of ``H W`` (each row costs a fixed overhead;
+    3x here for 32x32 maps).
+    """
+    B, C, H, W = a.shape
+    a2 = a.reshape(B, C * H * W)
+    res = op(a2, xp.repeat(v, H * W), out=None if out is None else out.reshape(B, -1))
+    return res.reshape(B, C, H, W)
+
+
 # ---------------------------------------------------------------- normalisation, reshaping
 class BatchNorm2d(Module):
     """Batch normalisation per channel over ``(B, H, W)``.
@@ -668,43 +694,48 @@ class BatchNorm2d(Module):
             self.register_buffer("running_var", xp.ones(num_features, dtype=xp.float32))
 
     def forward(self, x):
-        B, _, H, W = _check_map(x, "BatchNorm2d", self.num_features)
+        B, C, H, W = _check_map(x, "BatchNorm2d", self.num_features)
         batch_stats = self.training or not self.track_running_stats
+        n = B * H * W
+        if batch_stats and n < 2:
+            raise ValueError(f"BatchNorm2d: normalising with batch statistics needs more than one value per "
+                             f"channel, got input {x.shape}")
+        mean = _channel_sum(x) / n if batch_stats else self.running_mean.astype(x.dtype)
+        xhat = _per_channel(x, mean, xp.subtract)                  # x - mu: the one new array of the forward
         if batch_stats:
-            n = B * H * W
-            if n < 2:
-                raise ValueError(f"BatchNorm2d: normalising with batch statistics needs more than one value per "
-                                 f"channel, got input {x.shape}")
-            mean = x.mean(axis=(0, 2, 3))
-            var = x.var(axis=(0, 2, 3))
+            var = _channel_dot(xhat, xhat) / n                      # biased variance, from the centred x
             if self.training and self.track_running_stats:
                 m = self.momentum
                 self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(self.running_mean.dtype)
                 self.running_var = ((1 - m) * self.running_var + m * var * n / (n - 1)).astype(self.running_var.dtype)
         else:
-            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+            var = self.running_var.astype(x.dtype)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        xhat = (x - mean[:, None, None]) * inv_std[:, None, None]
+        _per_channel(xhat, inv_std, xp.multiply, out=xhat)          # xhat = (x - mu) / sqrt(var + eps), in place
         self.cache = (xhat, inv_std, batch_stats)
         if not self.affine:
             return xhat
-        return self.weight.data[:, None, None] * xhat + self.bias.data[:, None, None]
+        y = _per_channel(xhat, self.weight.data, xp.multiply)
+        return _per_channel(y, self.bias.data, xp.add, out=y)
 
     def backward(self, grad_output):
         xhat, inv_std, batch_stats = self.cache
         g = grad_output
+        B, C, H, W = g.shape
+        gamma = self.weight.data if self.affine else xp.ones(C, dtype=inv_std.dtype)   # y = xhat without affine
+        sum_g, sum_gx = _channel_sum(g), _channel_dot(g, xhat)
         if self.affine:
-            self.weight.grad += (g * xhat).sum(axis=(0, 2, 3))
-            self.bias.grad += g.sum(axis=(0, 2, 3))
-            dxhat = g * self.weight.data[:, None, None]
-        else:
-            dxhat = g                                 # y = xhat
-        if not batch_stats:  # running statistics are constants
-            return dxhat * inv_std[:, None, None]
-        # mean and var depend on x: dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-        mean_d = dxhat.mean(axis=(0, 2, 3), keepdims=True)
-        mean_dx = (dxhat * xhat).mean(axis=(0, 2, 3), keepdims=True)
-        return inv_std[:, None, None] * (dxhat - mean_d - xhat * mean_dx)
+            self.weight.grad += sum_gx                              # dgamma = sum g xhat
+            self.bias.grad += sum_g                                 # dbeta = sum g
+        scale = gamma * inv_std                                     # dL/dx = gamma inv_std dL/dxhat ...
+        if not batch_stats:                                         # ... when mu and var are constants
+            return _per_channel(g, scale, xp.multiply)
+        # mean and var depend on x: dx = gamma inv_std (g - mean(g) - xhat mean(g xhat))  (per channel), written
+        # as dx = scale g + coef xhat + shift with per-channel scale, coef, shift: four passes, one temporary
+        n = B * H * W
+        dx = _per_channel(g, scale, xp.multiply)
+        dx -= _per_channel(xhat, scale * sum_gx / n, xp.multiply)
+        return _per_channel(dx, scale * sum_g / n, xp.subtract, out=dx)
 
     def extra_repr(self):
         extra = "".join(f", {k}=False" for k in ("affine", "track_running_stats") if not getattr(self, k))
