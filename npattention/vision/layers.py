@@ -185,58 +185,106 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     None, ``out``: ``(B, O, Ho, Wo)``.  With ``groups = G`` the channels are cut into ``G``
     groups; output group ``g`` (``O / G`` channels) sees only input group ``g``
     (``C / G`` channels).  ``groups = C = O`` is a **depthwise** conv: one filter per channel.
-    Each group is one matrix product, all groups at once as a batched ``matmul``::
+    Each group is **one** matrix product over the pixels of the whole batch::
 
-        out[b, g] = W[g] @ cols[b, g]      W[g]: (O/G, K),  cols[b, g]: (K, P),  K = (C/G) kh kw
+        out[g] = W[g] @ cols[g]      W[g]: (O/G, K),  cols[g]: (K, B Ho Wo),  K = (C/G) kh kw
 
-    A depthwise conv would be products with one row (the slowest GEMM shape there is); it runs
-    instead as ``kh kw`` multiply-adds of whole windows (:func:`_depthwise_forward`).  A 1x1 conv
-    with stride 1 and no padding needs no im2col: its columns are ``x`` itself.
+    with the columns laid out channels first, ``(C, kh, kw, B, Ho, Wo)``
+    (:func:`_im2col_channels_first`): one GEMM gives BLAS work for all its threads, where a
+    product per image (NumPy's stacked matmul calls BLAS once per matrix) is small.  A 1x1
+    conv with stride 1 and no padding needs no im2col: its columns are ``x`` itself, one
+    product per image ``(O/G, C/G) @ (C/G, H W)``.  A depthwise conv would be products with one
+    row (the slowest GEMM shape there is); it runs as ``kh kw`` multiply-adds of whole windows
+    instead (:func:`_depthwise_forward`).
 
-    cache: ``(x.shape, cols (B, G, K, P), weight, has_bias, stride, padding, dilation, groups)``;
-    depthwise: ``(x.shape, x, weight, ...)``.
+    cache: ``(x.shape, cols, weight, has_bias, stride, padding, dilation, groups)``; ``cols`` is
+    ``(G, K, B Ho Wo)``, or for a 1x1 conv ``x`` as ``(B, G, C/G, H W)``, or for a depthwise conv ``x``.
     """
     O, Cg, kh, kw = weight.shape
     G = groups
+    B, C, H, W = x.shape
+    W2 = weight.reshape(G, O // G, -1)                              # (G, O/G, K): k = (c', i, j)
     if Cg == 1 and O == G:
         out = _depthwise_forward(x, weight, stride, padding, dilation)
         if bias is not None:
             out += bias[:, None, None]
         return out, (x.shape, x, weight, bias is not None, stride, padding, dilation, G)
-    B, C, H, W = x.shape
-    if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
-        Ho, Wo = H, W
-        cols2 = x.reshape(B, G, Cg, H * W)                          # 1x1: the columns are x (a view)
+    if _is_pointwise(weight, stride, padding):
+        cols = x.reshape(B, G, Cg, H * W)                           # 1x1: the columns are x (a view)
+        out = (W2 @ cols).reshape(B, O, H, W)                       # one (O/G, C/G) @ (C/G, H W) per image
+        if bias is not None:
+            out += bias[:, None, None]
     else:
-        cols = im2col(x, (kh, kw), stride, padding, dilation)       # (B, C, kh, kw, Ho, Wo)
-        Ho, Wo = cols.shape[-2:]
-        cols2 = cols.reshape(B, G, Cg * kh * kw, Ho * Wo)           # (B, G, K, P): channels c = g Cg + c'
-    out = weight.reshape(G, O // G, -1) @ cols2                     # (B, G, O/G, P)
-    out = out.reshape(B, O, Ho * Wo)
-    if bias is not None:
-        out += bias[:, None]                                        # in place: no second (B, O, P) array
-    cache = (x.shape, cols2, weight, bias is not None, stride, padding, dilation, G)
-    return out.reshape(B, O, Ho, Wo), cache
+        cols6 = _im2col_channels_first(x, (kh, kw), stride, padding, dilation)   # (C, kh, kw, B, Ho, Wo)
+        Ho, Wo = cols6.shape[-2:]
+        cols = cols6.reshape(G, Cg * kh * kw, B * Ho * Wo)          # channels c = g Cg + c'
+        z = (W2 @ cols).reshape(O, B, Ho, Wo).transpose(1, 0, 2, 3)   # one GEMM per group, back to (B, O, .)
+        out = xp.empty((B, O, Ho, Wo), dtype=z.dtype)
+        if bias is None:
+            out[...] = z
+        else:
+            xp.add(z, bias[:, None, None], out=out)                 # the bias rides on the transposing copy
+    cache = (x.shape, cols, weight, bias is not None, stride, padding, dilation, G)
+    return out, cache
 
 
 def conv2d_backward(grad_output, cache):
     """Gradients ``(dx, dweight, dbias)`` of :func:`conv2d_forward` (``dbias`` None without bias)."""
-    x_shape, cols2, weight, has_bias, stride, padding, dilation, G = cache
+    x_shape, cols, weight, has_bias, stride, padding, dilation, G = cache
     O, Cg, kh, kw = weight.shape
     B, _, Ho, Wo = grad_output.shape
     dbias = grad_output.sum(axis=(0, 2, 3)) if has_bias else None
+    W2t = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2)       # (G, K, O/G)
     if Cg == 1 and O == G:                                          # forward was: _depthwise_forward
-        dx, dweight = _depthwise_backward(grad_output, cols2, weight, stride, padding, dilation)
+        dx, dweight = _depthwise_backward(grad_output, cols, weight, stride, padding, dilation)
         return dx, dweight, dbias
-    g = grad_output.reshape(B, G, O // G, Ho * Wo)                  # (B, G, O/G, P)
-    # out[b, g] = W[g] @ cols[b, g]  =>  dW[g] = sum_b g[b, g] @ cols[b, g]^T
-    dweight = (g @ xp.swapaxes(cols2, -1, -2)).sum(axis=0).reshape(weight.shape)
-    # dcols[b, g] = W[g]^T @ g[b, g]; then scatter the columns back onto the pixels (col2im)
-    dcols = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2) @ g  # (B, G, K, P)
-    if (kh, kw, *stride, *padding) == (1, 1, 1, 1, 0, 0):
-        return dcols.reshape(x_shape), dweight, dbias               # 1x1: col2im is the identity
-    dx = col2im(dcols.reshape(B, G * Cg, kh, kw, Ho, Wo), x_shape, (kh, kw), stride, padding, dilation)
+    if _is_pointwise(weight, stride, padding):                      # forward was: out[b] = W @ x[b]
+        g = grad_output.reshape(B, G, O // G, Ho * Wo)
+        dweight = (g @ xp.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
+        return (W2t @ g).reshape(x_shape), dweight, dbias           # col2im of a 1x1 conv is the identity
+    # out[g] = W[g] @ cols[g]  =>  dW[g] = g[g] @ cols[g]^T,  dcols[g] = W[g]^T @ g[g]
+    g = xp.ascontiguousarray(grad_output.transpose(1, 0, 2, 3)).reshape(G, O // G, B * Ho * Wo)
+    dweight = (g @ xp.swapaxes(cols, -1, -2)).reshape(weight.shape)
+    dcols = (W2t @ g).reshape(x_shape[1], kh, kw, B, Ho, Wo)
+    dx = _col2im_channels_first(dcols, x_shape, (kh, kw), stride, padding, dilation)
     return dx, dweight, dbias
+
+
+def _is_pointwise(weight, stride, padding):
+    """A 1x1 conv with stride 1 and no padding (its im2col columns are the input itself)."""
+    return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+
+
+def _im2col_channels_first(x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """:func:`im2col` with the batch axis moved next to the pixels: ``(C, kh, kw, B, Ho, Wo)``,
+    ``cols[c, i, j, b, h, w] = x_pad[b, c, h sh + i dh, w sw + j dw]`` (the same copies)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    B, C, H, W = x.shape
+    Ho = conv_output_size(H, kh, sh, ph, dh)
+    Wo = conv_output_size(W, kw, sw, pw, dw)
+    if ph or pw:
+        x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    x = x.transpose(1, 0, 2, 3)                                     # (C, B, Hp, Wp): a view
+    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r, c = i * dh, j * dw
+            cols[:, i, j] = x[:, :, r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw]
+    return cols
+
+
+def _col2im_channels_first(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """The adjoint of :func:`_im2col_channels_first` (:func:`col2im` for that layout)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    B, C, H, W = x_shape
+    Ho, Wo = cols.shape[-2:]
+    dx = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    dxt = dx.transpose(1, 0, 2, 3)                                  # (C, B, Hp, Wp): a view of dx
+    for i in range(kh):
+        for j in range(kw):
+            r, c = i * dh, j * dw
+            dxt[:, :, r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw] += cols[:, i, j]
+    return dx[:, :, ph:ph + H, pw:pw + W]
 
 
 def _depthwise_forward(x, weight, stride, padding, dilation):
