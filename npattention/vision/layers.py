@@ -78,6 +78,12 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     return dx[:, :, ph:ph + H, pw:pw + W]
 
 
+def _row_dots(a, b):
+    """``sum_l a[r, l] b[r, l]`` for every row ``r`` of two ``(R, L)`` arrays -> ``(R,)``: a batch
+    of ``(1, L) @ (L, 1)`` products (BLAS dots; twice as fast here as ``einsum("rl,rl->r")``)."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
+
+
 # ---------------------------------------------------------------- kernel-offset windows
 # The depthwise conv and the pools need no matrix product: they are kh*kw element-wise passes,
 # one per kernel offset, over that offset's *window* of the padded input (im2col without the
@@ -327,7 +333,7 @@ def _depthwise_backward(grad_output, x, weight, stride, padding, dilation):
         g = win.frame(grad_output[b0:b1].transpose(1, 0, 2, 3))    # (C, L), 0 at dropped positions
         dplanes = xp.zeros(planes.shape, dtype=dx.dtype)
         for i, j in win.offsets():
-            dweight[:, 0, i, j] += xp.einsum("cl,cl->c", g, win.window(planes, i, j))
+            dweight[:, 0, i, j] += _row_dots(g, win.window(planes, i, j))
             dwin = win.window(dplanes, i, j)
             dwin += weight[:, 0, i, j, None] * g
         win.unpad(dplanes, dx[b0:b1].transpose(1, 0, 2, 3))        # forward was: pad, channels first
@@ -689,7 +695,8 @@ def _channel_sum(a):
 
 def _channel_dot(a, b):
     """``sum_(b,h,w) a * b`` per channel -> ``(C,)``, without the ``(B, C, H, W)`` product."""
-    return xp.einsum("bchw,bchw->c", a, b)
+    B, C, H, W = a.shape
+    return _row_dots(a.reshape(B * C, H * W), b.reshape(B * C, H * W)).reshape(B, C).sum(axis=0)
 
 
 def _per_channel(a, v, op, out=None):
@@ -778,12 +785,13 @@ class BatchNorm2d(Module):
         scale = gamma * inv_std                                     # dL/dx = gamma inv_std dL/dxhat ...
         if not batch_stats:                                         # ... when mu and var are constants
             return _per_channel(g, scale, xp.multiply)
-        # mean and var depend on x: dx = gamma inv_std (g - mean(g) - xhat mean(g xhat))  (per channel), written
-        # as dx = scale g + coef xhat + shift with per-channel scale, coef, shift: four passes, one temporary
+        # mean and var depend on x: dx = gamma inv_std (g - mean(g) - xhat mean(g xhat))  (per channel),
+        # built in place from the right: four passes over the map, one new array, no temporary
         n = B * H * W
-        dx = _per_channel(g, scale, xp.multiply)
-        dx -= _per_channel(xhat, scale * sum_gx / n, xp.multiply)
-        return _per_channel(dx, scale * sum_g / n, xp.subtract, out=dx)
+        dx = _per_channel(xhat, -sum_gx / n, xp.multiply)          # - xhat mean(g xhat)
+        dx += g
+        _per_channel(dx, sum_g / n, xp.subtract, out=dx)            # - mean(g)
+        return _per_channel(dx, scale, xp.multiply, out=dx)
 
     def extra_repr(self):
         extra = "".join(f", {k}=False" for k in ("affine", "track_running_stats") if not getattr(self, k))
@@ -836,7 +844,7 @@ class BasicConv2d(Module):
         if self.bn is not None:
             z = self.bn(z)
         self.cache = z > 0
-        return xp.where(self.cache, z, 0.0).astype(z.dtype)
+        return xp.fmax(z, 0)          # max(z, 0), NaN -> 0 as where(z > 0, z, 0); where is ~10x slower
 
     def backward(self, grad_output):
         dz = grad_output * self.cache  # ReLU: pass the gradient where z > 0
