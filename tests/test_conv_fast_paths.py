@@ -110,11 +110,16 @@ def batchnorm_reference(x, gamma, beta, eps, grad_output, mean=None, var=None):
     return y, inv_std[:, None, None] * (dxhat - mean_d - xhat * mean_dx), dgamma, dbeta
 
 
-@pytest.fixture(params=[None, 64], ids=["one-chunk", "tiny-chunks"])
+@pytest.fixture(params=["default", "small", "large"])
 def chunk(request, monkeypatch):
-    """Run each test with the default chunk size and with a tiny one (a chunk per image or map)."""
-    if request.param is not None:
-        monkeypatch.setattr(layers, "_CHUNK", request.param)
+    """Run each test with the default sizes, with tiny window chunks and one product per image
+    (``small``), and with one chunk and one product for the whole batch (``large``)."""
+    if request.param == "small":
+        monkeypatch.setattr(layers, "_CHUNK", 64)
+        monkeypatch.setattr(layers, "_GEMM_COLUMNS", 1)
+    elif request.param == "large":
+        monkeypatch.setattr(layers, "_CHUNK", 1 << 40)
+        monkeypatch.setattr(layers, "_GEMM_COLUMNS", 1 << 40)
     return request.param
 
 
@@ -345,3 +350,12 @@ def test_basic_conv_relu_matches_where_reference(rng):
     ref = to_numpy(xp.where(z > 0, z, 0.0))
     np.testing.assert_array_equal(out, ref)
     assert np.isnan(to_numpy(z)).any() and not np.isnan(out).any()
+
+
+def test_images_per_product_divides_the_batch(monkeypatch):
+    monkeypatch.setattr(layers, "_GEMM_COLUMNS", 1024)
+    assert layers._images_per_product(32, 1024) == 1          # large images: one product each
+    assert layers._images_per_product(32, 128) == 8           # 8 images side by side: 1024 columns
+    assert layers._images_per_product(30, 128) == 6           # the largest divisor of B that fits
+    assert layers._images_per_product(31, 128) == 1           # a prime batch: one product per image
+    assert layers._images_per_product(4, 10) == 4             # never more than the batch

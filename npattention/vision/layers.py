@@ -184,6 +184,11 @@ class _Windows:
 
 
 # ---------------------------------------------------------------- functional conv pair
+#: columns per matrix product of a convolution: images are put side by side until a product
+#: has about this many (see _images_per_product)
+_GEMM_COLUMNS = 1024
+
+
 def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """``out = conv(x, weight) + bias`` via im2col; returns ``(out, cache)``.
 
@@ -191,45 +196,42 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     None, ``out``: ``(B, O, Ho, Wo)``.  With ``groups = G`` the channels are cut into ``G``
     groups; output group ``g`` (``O / G`` channels) sees only input group ``g``
     (``C / G`` channels).  ``groups = C = O`` is a **depthwise** conv: one filter per channel.
-    Each group is **one** matrix product over the pixels of the whole batch::
+    Each group is a matrix product over the columns of ``n`` images side by side
+    (``n = 1`` for large images, more for small ones: :func:`_images_per_product`)::
 
-        out[g] = W[g] @ cols[g]      W[g]: (O/G, K),  cols[g]: (K, B Ho Wo),  K = (C/G) kh kw
+        out[m, g] = W[g] @ cols[m, g]    W[g]: (O/G, K),  cols[m, g]: (K, n Ho Wo),  K = (C/G) kh kw
 
-    with the columns laid out channels first, ``(C, kh, kw, B, Ho, Wo)``
-    (:func:`_im2col_channels_first`): one GEMM gives BLAS work for all its threads, where a
-    product per image (NumPy's stacked matmul calls BLAS once per matrix) is small.  A 1x1
-    conv with stride 1 and no padding needs no im2col: its columns are ``x`` itself, one
-    product per image ``(O/G, C/G) @ (C/G, H W)``.  A depthwise conv would be products with one
-    row (the slowest GEMM shape there is); it runs as ``kh kw`` multiply-adds of whole windows
-    instead (:func:`_depthwise_forward`).
+    for the ``m = 1 .. B/n`` products (one batched ``matmul``).  A 1x1 conv with stride 1 and
+    no padding needs no im2col when ``n = 1``: its columns are ``x`` itself.  A depthwise conv
+    would be products with one row (the slowest GEMM shape there is); it runs as ``kh kw``
+    multiply-adds of whole windows instead (:func:`_depthwise_forward`).
 
-    cache: ``(x.shape, cols, weight, has_bias, stride, padding, dilation, groups)``; ``cols`` is
-    ``(G, K, B Ho Wo)``, or for a 1x1 conv ``x`` as ``(B, G, C/G, H W)``, or for a depthwise conv ``x``.
+    cache: ``(x.shape, cols (B/n, G, K, n Ho Wo), weight, has_bias, stride, padding, dilation, groups)``;
+    depthwise: ``x`` in place of ``cols``.
     """
     O, Cg, kh, kw = weight.shape
     G = groups
-    B, C, H, W = x.shape
-    W2 = weight.reshape(G, O // G, -1)                              # (G, O/G, K): k = (c', i, j)
+    B = x.shape[0]
     if Cg == 1 and O == G:
         out = _depthwise_forward(x, weight, stride, padding, dilation)
         if bias is not None:
             out += bias[:, None, None]
         return out, (x.shape, x, weight, bias is not None, stride, padding, dilation, G)
-    if _is_pointwise(weight, stride, padding):
-        cols = x.reshape(B, G, Cg, H * W)                           # 1x1: the columns are x (a view)
-        out = (W2 @ cols).reshape(B, O, H, W)                       # one (O/G, C/G) @ (C/G, H W) per image
-        if bias is not None:
-            out += bias[:, None, None]
+    cols = _im2col_batched(x, (kh, kw), stride, padding, dilation)   # (B/n, C, kh, kw, n, Ho, Wo)
+    M, _, _, _, n, Ho, Wo = cols.shape
+    cols = cols.reshape(M, G, Cg * kh * kw, n * Ho * Wo)            # channels c = g Cg + c'
+    z = weight.reshape(G, O // G, -1) @ cols                        # (B/n, G, O/G, n Ho Wo)
+    z = z.reshape(M, O, n, Ho, Wo).transpose(0, 2, 1, 3, 4)         # back to (B/n, n, O, Ho, Wo): a view
+    if n == 1 and bias is not None:
+        out = z.reshape(B, O, Ho, Wo)
+        out += bias[:, None, None]                                  # in place, no second array
     else:
-        cols6 = _im2col_channels_first(x, (kh, kw), stride, padding, dilation)   # (C, kh, kw, B, Ho, Wo)
-        Ho, Wo = cols6.shape[-2:]
-        cols = cols6.reshape(G, Cg * kh * kw, B * Ho * Wo)          # channels c = g Cg + c'
-        z = (W2 @ cols).reshape(O, B, Ho, Wo).transpose(1, 0, 2, 3)   # one GEMM per group, back to (B, O, .)
         out = xp.empty((B, O, Ho, Wo), dtype=z.dtype)
+        out5 = out.reshape(M, n, O, Ho, Wo)
         if bias is None:
-            out[...] = z
+            out5[...] = z
         else:
-            xp.add(z, bias[:, None, None], out=out)                 # the bias rides on the transposing copy
+            xp.add(z, bias[:, None, None], out=out5)                # the bias rides on the copy
     cache = (x.shape, cols, weight, bias is not None, stride, padding, dilation, G)
     return out, cache
 
@@ -240,56 +242,68 @@ def conv2d_backward(grad_output, cache):
     O, Cg, kh, kw = weight.shape
     B, _, Ho, Wo = grad_output.shape
     dbias = grad_output.sum(axis=(0, 2, 3)) if has_bias else None
-    W2t = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2)       # (G, K, O/G)
     if Cg == 1 and O == G:                                          # forward was: _depthwise_forward
         dx, dweight = _depthwise_backward(grad_output, cols, weight, stride, padding, dilation)
         return dx, dweight, dbias
-    if _is_pointwise(weight, stride, padding):                      # forward was: out[b] = W @ x[b]
-        g = grad_output.reshape(B, G, O // G, Ho * Wo)
-        dweight = (g @ xp.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
-        return (W2t @ g).reshape(x_shape), dweight, dbias           # col2im of a 1x1 conv is the identity
-    # out[g] = W[g] @ cols[g]  =>  dW[g] = g[g] @ cols[g]^T,  dcols[g] = W[g]^T @ g[g]
-    g = xp.ascontiguousarray(grad_output.transpose(1, 0, 2, 3)).reshape(G, O // G, B * Ho * Wo)
-    dweight = (g @ xp.swapaxes(cols, -1, -2)).reshape(weight.shape)
-    dcols = (W2t @ g).reshape(x_shape[1], kh, kw, B, Ho, Wo)
-    dx = _col2im_channels_first(dcols, x_shape, (kh, kw), stride, padding, dilation)
+    M = cols.shape[0]
+    n = B // M
+    g = grad_output.reshape(M, n, O, Ho * Wo).transpose(0, 2, 1, 3)  # (B/n, O, n, P), the forward's layout
+    g = xp.ascontiguousarray(g).reshape(M, G, O // G, n * Ho * Wo)
+    # out[m, g] = W[g] @ cols[m, g]  =>  dW[g] = sum_m g[m, g] @ cols[m, g]^T,  dcols[m, g] = W[g]^T @ g[m, g]
+    dweight = (g @ xp.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
+    dcols = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2) @ g
+    dx = _col2im_batched(dcols.reshape(M, G * Cg, kh, kw, n, Ho, Wo), x_shape, (kh, kw), stride, padding, dilation)
     return dx, dweight, dbias
 
 
-def _is_pointwise(weight, stride, padding):
-    """A 1x1 conv with stride 1 and no padding (its im2col columns are the input itself)."""
-    return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+def _images_per_product(B, P):
+    """How many images share one matrix product: the largest divisor ``n`` of ``B`` with
+    ``n P <= max(P, _GEMM_COLUMNS)``.  Small images give small per-image products (one BLAS call
+    each, too little work for a second thread); putting images side by side costs a transposing
+    copy of ``out`` and of its gradient, and very wide products are slower (their operand rows
+    lie far apart), so large images keep one product each."""
+    n = max(1, min(B, _GEMM_COLUMNS // max(1, P)))
+    while B % n:
+        n -= 1
+    return n
 
 
-def _im2col_channels_first(x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-    """:func:`im2col` with the batch axis moved next to the pixels: ``(C, kh, kw, B, Ho, Wo)``,
-    ``cols[c, i, j, b, h, w] = x_pad[b, c, h sh + i dh, w sw + j dw]`` (the same copies)."""
+def _im2col_batched(x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """:func:`im2col` with ``n`` images side by side (:func:`_images_per_product`):
+    ``(B/n, C, kh, kw, n, Ho, Wo)``, ``cols[m, c, i, j, a] = im2col(x)[m n + a, c, i, j]``.
+    For ``n = 1`` this is im2col's own layout; a 1x1 conv with stride 1 and no padding then
+    returns ``x`` itself (a view)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     B, C, H, W = x.shape
     Ho = conv_output_size(H, kh, sh, ph, dh)
     Wo = conv_output_size(W, kw, sw, pw, dw)
+    n = _images_per_product(B, Ho * Wo)
+    if n == 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        return x.reshape(B, C, 1, 1, 1, H, W)
     if ph or pw:
         x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    x = x.transpose(1, 0, 2, 3)                                     # (C, B, Hp, Wp): a view
-    cols = xp.empty((C, kh, kw, B, Ho, Wo), dtype=x.dtype)
+    x = x.reshape(B // n, n, C, H + 2 * ph, W + 2 * pw).transpose(0, 2, 1, 3, 4)   # (B/n, C, n, Hp, Wp)
+    cols = xp.empty((B // n, C, kh, kw, n, Ho, Wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
             r, c = i * dh, j * dw
-            cols[:, i, j] = x[:, :, r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw]
+            cols[:, :, i, j] = x[..., r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw]
     return cols
 
 
-def _col2im_channels_first(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-    """The adjoint of :func:`_im2col_channels_first` (:func:`col2im` for that layout)."""
+def _col2im_batched(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """The adjoint of :func:`_im2col_batched` (:func:`col2im` for that layout)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     B, C, H, W = x_shape
-    Ho, Wo = cols.shape[-2:]
+    M, _, _, _, n, Ho, Wo = cols.shape
+    if n == 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        return cols.reshape(x_shape)                                # forward was: cols = x
     dx = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
-    dxt = dx.transpose(1, 0, 2, 3)                                  # (C, B, Hp, Wp): a view of dx
+    dx5 = dx.reshape(M, n, C, H + 2 * ph, W + 2 * pw).transpose(0, 2, 1, 3, 4)   # a view of dx
     for i in range(kh):
         for j in range(kw):
             r, c = i * dh, j * dw
-            dxt[:, :, r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw] += cols[:, i, j]
+            dx5[..., r:r + sh * (Ho - 1) + 1:sh, c:c + sw * (Wo - 1) + 1:sw] += cols[:, :, i, j]
     return dx[:, :, ph:ph + H, pw:pw + W]
 
 
