@@ -9,6 +9,11 @@ receptive field is copied into a column, so that
 The backward is the same product transposed, followed by **col2im**, which adds every
 column back onto the pixels it was copied from (docs/vision.md derives it).  The copy
 loops over the ``kh * kw`` kernel offsets only -- never over batch items or pixels.
+
+A depthwise convolution and the window pools need no product: they run one kernel offset at a
+time over whole maps (:class:`_Windows`).  Every such fast path is checked against the plain
+im2col / col2im version in ``tests/test_conv_fast_paths.py``; docs/vision.md, section 9, says
+what each optimisation buys.
 """
 import math
 
@@ -78,12 +83,6 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
     return dx[:, :, ph:ph + H, pw:pw + W]
 
 
-def _row_dots(a, b):
-    """``sum_l a[r, l] b[r, l]`` for every row ``r`` of two ``(R, L)`` arrays -> ``(R,)``: a batch
-    of ``(1, L) @ (L, 1)`` products (BLAS dots; twice as fast here as ``einsum("rl,rl->r")``)."""
-    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
-
-
 # ---------------------------------------------------------------- kernel-offset windows
 # The depthwise conv and the pools need no matrix product: they are kh*kw element-wise passes,
 # one per kernel offset, over that offset's *window* of the padded input (im2col without the
@@ -91,6 +90,12 @@ def _row_dots(a, b):
 # tests/test_conv_fast_paths.py checks each path built on it against im2col / col2im above,
 # in float64.
 _CHUNK = 1 << 18 if BACKEND == "numpy" else 1 << 62   # numbers per buffer; see _Windows.chunks
+
+
+def _row_dots(a, b):
+    """``sum_l a[r, l] b[r, l]`` for every row ``r`` of two ``(R, L)`` arrays -> ``(R,)``: a batch
+    of ``(1, L) @ (L, 1)`` products (BLAS dots; twice as fast here as ``einsum("rl,rl->r")``)."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
 
 
 class _Windows:
@@ -222,10 +227,11 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     cols = cols.reshape(M, G, Cg * kh * kw, n * Ho * Wo)            # channels c = g Cg + c'
     z = weight.reshape(G, O // G, -1) @ cols                        # (B/n, G, O/G, n Ho Wo)
     z = z.reshape(M, O, n, Ho, Wo).transpose(0, 2, 1, 3, 4)         # back to (B/n, n, O, Ho, Wo): a view
-    if n == 1 and bias is not None:
+    if n == 1:                                                      # z is (B, O, Ho, Wo) already
         out = z.reshape(B, O, Ho, Wo)
-        out += bias[:, None, None]                                  # in place, no second array
-    else:
+        if bias is not None:
+            out += bias[:, None, None]                              # in place, no second array
+    else:                                                           # one transposing copy
         out = xp.empty((B, O, Ho, Wo), dtype=z.dtype)
         out5 = out.reshape(M, n, O, Ho, Wo)
         if bias is None:
