@@ -257,9 +257,25 @@ def conv2d_backward(grad_output, cache):
     g = xp.ascontiguousarray(g).reshape(M, G, O // G, n * Ho * Wo)
     # out[m, g] = W[g] @ cols[m, g]  =>  dW[g] = sum_m g[m, g] @ cols[m, g]^T,  dcols[m, g] = W[g]^T @ g[m, g]
     dweight = (g @ xp.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
-    dcols = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2) @ g
-    dx = _col2im_batched(dcols.reshape(M, G * Cg, kh, kw, n, Ho, Wo), x_shape, (kh, kw), stride, padding, dilation)
+    W2t = xp.swapaxes(weight.reshape(G, O // G, -1), -1, -2)       # (G, K, O/G)
+    if _is_pointwise(weight, stride, padding) and n == 1:
+        return (W2t @ g).reshape(x_shape), dweight, dbias           # forward was: cols = x
+    # dcols = W^T g, then col2im, a few products at a time: the columns' gradient (kh kw times the
+    # input) never exists for the whole batch -- fresh memory (page faults) that col2im would then
+    # read back from RAM; a chunk is still in cache.  About 10% of the step for a 3x3 conv.
+    dx = xp.empty(x_shape, dtype=xp.result_type(g.dtype, weight.dtype))
+    step = max(1, _CHUNK // cols[0].size)
+    for m0 in range(0, M, step):
+        m1 = min(M, m0 + step)
+        dcols = (W2t @ g[m0:m1]).reshape(m1 - m0, G * Cg, kh, kw, n, Ho, Wo)
+        dx[m0 * n:m1 * n] = _col2im_batched(dcols, ((m1 - m0) * n,) + tuple(x_shape[1:]), (kh, kw), stride,
+                                            padding, dilation)
     return dx, dweight, dbias
+
+
+def _is_pointwise(weight, stride, padding):
+    """A 1x1 conv with stride 1 and no padding: its im2col columns are the input itself."""
+    return weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
 
 
 def _images_per_product(B, P):
@@ -284,7 +300,7 @@ def _im2col_batched(x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
     Ho = conv_output_size(H, kh, sh, ph, dh)
     Wo = conv_output_size(W, kw, sw, pw, dw)
     n = _images_per_product(B, Ho * Wo)
-    if n == 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+    if n == 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):   # 1x1: the columns are x (a view)
         return x.reshape(B, C, 1, 1, 1, H, W)
     if ph or pw:
         x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -302,8 +318,6 @@ def _col2im_batched(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), dilati
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     B, C, H, W = x_shape
     M, _, _, _, n, Ho, Wo = cols.shape
-    if n == 1 and (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-        return cols.reshape(x_shape)                                # forward was: cols = x
     dx = xp.zeros((B, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
     dx5 = dx.reshape(M, n, C, H + 2 * ph, W + 2 * pw).transpose(0, 2, 1, 3, 4)   # a view of dx
     for i in range(kh):
