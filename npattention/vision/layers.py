@@ -542,7 +542,7 @@ class MaxPool2d(_WindowPool2d):
     time over whole maps (:class:`_Windows`), remembering which offset won.  Backward routes
     each output gradient to the one input that was the window's maximum (the first one on ties),
     adding up where windows overlap.  (A window holding NaN outputs NaN; its gradient goes to
-    the largest number before the first NaN.)
+    the largest number before the first NaN, or to the NaN when it comes first.)
     cache: ``(x.shape, argmax)``, the winning offset ``i kw + j`` of each window ``(B, C, Ho, Wo)``.
     """
 
@@ -551,10 +551,11 @@ class MaxPool2d(_WindowPool2d):
         win = _Windows((H, W), self.kernel_size, self.stride, self.padding)
         maps = x.reshape(1, B * C, H, W)                            # every (b, c) map alike: A = 1
         out = xp.empty((1, B * C, win.Ho, win.Wo), dtype=x.dtype)
-        argmax = xp.empty(out.shape, dtype=xp.int16)
+        index = xp.int16 if len(win.offsets()) < 2 ** 15 else xp.int32
+        argmax = xp.empty(out.shape, dtype=index)
         for n0, n1 in win.chunks(B * C):
             planes = win.pad(maps[:, n0:n1], -xp.inf)
-            best, arg = win.empty(1, n1 - n0, x.dtype), win.empty(1, n1 - n0, xp.int16)
+            best, arg = win.empty(1, n1 - n0, x.dtype), win.empty(1, n1 - n0, index)
             best_v, arg_v = win.valid(best), win.valid(arg)
             for t, (i, j) in enumerate(win.offsets()):
                 v = win.window(planes, i, j)
@@ -564,11 +565,11 @@ class MaxPool2d(_WindowPool2d):
                 else:
                     # t grows, so max(arg, t [v > best]) is t where v wins (strictly: the first maximum
                     # wins ties) and arg elsewhere; a multiply, where xp.where / copyto(where=) are ~20x slower
-                    xp.maximum(arg_v, (v > best_v) * xp.int16(t), out=arg_v)
+                    xp.maximum(arg_v, (v > best_v) * index(t), out=arg_v)
                     xp.maximum(best_v, v, out=best_v)
             out[:, n0:n1] = win.crop(best)
             argmax[:, n0:n1] = win.crop(arg)
-        self.cache = (x.shape, argmax)
+        self.cache = (x.shape, argmax.reshape(B, C, win.Ho, win.Wo))
         return out.reshape(B, C, win.Ho, win.Wo)
 
     def backward(self, grad_output):
@@ -576,6 +577,7 @@ class MaxPool2d(_WindowPool2d):
         B, C, H, W = x_shape
         win = _Windows((H, W), self.kernel_size, self.stride, self.padding)
         g = grad_output.reshape(1, B * C, win.Ho, win.Wo)
+        argmax = argmax.reshape(g.shape)
         dx = xp.empty((1, B * C, H, W), dtype=grad_output.dtype)
         for n0, n1 in win.chunks(B * C):
             g_f, arg_f = win.frame(g[:, n0:n1]), win.frame(argmax[:, n0:n1])
