@@ -1,13 +1,18 @@
-"""Spatial transformer: accuracy with and without the STN at the same budget, and the cost
-of the vectorised bilinear sampler against a per-point Python loop.
+"""Spatial transformer: accuracy with and without the STN at the same budget, the cost
+of the vectorised bilinear sampler against a per-point Python loop, and its roofline.
 
-    python benchmarks/bench_stn.py [--quick] [--seeds 0 1 2] [--threads 1]
+    python benchmarks/bench_stn.py [--quick] [--seeds 0 1 2] [--threads 1] [--sampler-only]
 
 Part 1 trains the demo's two models (MLP classifier, with / without a SpatialTransformer in
 front) on randomly rotated / scaled / translated glyphs for several seeds and prints held-out
-accuracies and their ratio.  Part 2 times ``grid_sample`` forward and backward (vectorised,
-scatter-add via ``backend.add_at``) against a straightforward loop over sample points, and
-prints the speed-up.  Timings depend on the machine and on what else runs on it.
+accuracies and their ratio (``--sampler-only`` skips it).  Part 2 times ``grid_sample`` forward
+and backward (vectorised, scatter-add via ``backend.add_at``) against a straightforward loop
+over sample points, and prints the speed-up.  Part 3 times the primitives the sampler is made
+of (a flat gather ``xp.take``, the scatter ``add_at``, one elementwise pass) per element at the
+shape of bench_vs_torch.py's grid_sample row, and the floor they set for a NumPy sampler that
+makes one gather, one scatter and a few elementwise passes per corner value; docs/vision_spatial.md
+("Speed") compares it with PyTorch's fused kernel.  Timings depend on the machine and on what
+else runs on it.
 """
 import argparse
 import os
@@ -20,6 +25,7 @@ def _parse():
     p.add_argument("--quick", action="store_true", help="small data / sizes (a smoke test)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (set before NumPy loads)")
+    p.add_argument("--sampler-only", action="store_true", help="skip part 1 (training)")
     return p.parse_args()
 
 
@@ -64,11 +70,18 @@ def main():
         os.environ[var] = str(args.threads)
     import numpy as np
 
-    from npattention.backend import BACKEND, Generator, to_numpy, xp
+    from npattention.backend import BACKEND, Generator
     from npattention.demos.stn import train_pair
-    from npattention.vision.stn import affine_grid, grid_sample, grid_sample_backward
 
     print(f"backend: {BACKEND}, BLAS threads: {args.threads}")
+    if not args.sampler_only:
+        train_part(args, train_pair, np)
+    sampler_part(args, rng=Generator(0))
+    roofline_part(rng=Generator(0), repeat=5 if args.quick else 15)
+    return 0
+
+
+def train_part(args, train_pair, np):
     cfg = dict(size=16, n_train=1500, epochs=6, lr=2e-3) if args.quick else dict(size=28, n_train=5000, epochs=15, lr=1e-3)
     print(f"\n1) held-out accuracy on distorted glyphs, same budget: {cfg}")
     print(f"{'seed':>4} {'no STN':>8} {'STN':>8} {'ratio':>7} {'corr tx':>8} {'corr ty':>8} {'time STN':>9}")
@@ -83,9 +96,15 @@ def main():
     base, stn = np.mean(rows, axis=0)
     print(f"mean {base:>8.3f} {stn:>8.3f} {stn / base:>7.2f}")
 
+
+def sampler_part(args, rng):
+    import numpy as np
+
+    from npattention.backend import to_numpy, xp
+    from npattention.vision.stn import affine_grid, grid_sample, grid_sample_backward
+
     print("\n2) grid_sample: vectorised vs a loop over sample points (float64)")
     print(f"{'input':>18} {'grid':>14} {'loop fwd':>10} {'vec fwd':>10} {'speed-up':>9} {'vec bwd':>10}")
-    rng = Generator(0)
     shapes = [(2, 1, 16, 16), (8, 1, 28, 28)] if args.quick else [(8, 1, 28, 28), (64, 1, 28, 28), (16, 3, 64, 64)]
     for shape in shapes:
         B, C, H, W = shape
@@ -99,7 +118,58 @@ def main():
         assert np.allclose(loop_grid_sample(xh, gh), to_numpy(grid_sample(x, grid)))
         print(f"{str(shape):>18} {str(tuple(grid.shape)):>14} {t_loop * 1e3:>8.1f}ms {t_vec * 1e3:>8.2f}ms "
               f"{t_loop / t_vec:>8.0f}x {t_bwd * 1e3:>8.2f}ms", flush=True)
-    return 0
+
+
+def roofline_part(rng, repeat):
+    """Per-element cost of the sampler's primitives, and the floor they set (float32)."""
+    from npattention.backend import add_at, xp
+    from npattention.vision.stn import _channel_planes, _taps, affine_grid, grid_sample, grid_sample_backward
+
+    B, C, H, W = 32, 8, 64, 64   # bench_vs_torch.py's grid_sample row
+    x, g = rng.normal((B, C, H, W)), rng.normal((B, C, H, W))
+    a = rng.uniform((B,), -0.4, 0.4, dtype=xp.float64)   # rotations, zooms and shifts near the identity
+    s = rng.uniform((B,), 0.8, 1.2, dtype=xp.float64)
+    t = rng.uniform((B, 2), -0.2, 0.2, dtype=xp.float64)
+    theta = xp.stack([xp.stack([s * xp.cos(a), -s * xp.sin(a), t[:, 0]], -1),
+                      xp.stack([s * xp.sin(a), s * xp.cos(a), t[:, 1]], -1)], 1).astype(xp.float32)
+    grid = affine_grid(theta, (B, C, H, W))
+    taps = _taps(grid, H, W, "bilinear", False, "zeros")
+    index, weight = taps[:2]
+    plane, n = _channel_planes(x)[0], index.size   # one channel: 4 corners x B*H_out*W_out points
+    value = xp.take(plane, index)
+    target = xp.zeros_like(plane)
+    t_take = _best(lambda: xp.take(plane, index), repeat) / n
+    t_scatter = _best(lambda: add_at(target, index.reshape(-1), value.reshape(-1)), repeat) / n
+    t_pass = _best(lambda: weight * value, repeat) / n
+    t_taps = _best(lambda: _taps(grid, H, W, "bilinear", False, "zeros"), repeat)
+    step = lambda: (grid_sample(x, grid), grid_sample_backward(g, x, grid))
+    t_step = _best(step, repeat)
+    faults, sys_time = _faults(step, repeat)
+    # per corner value and channel: a gather in the forward and one in the backward (the grid
+    # gradient needs the values again), one scatter, ~4 elementwise passes (weight * value, the
+    # sum over corners, weight * grad, grad * value); plus the taps, once per pass
+    floor = C * n * (2 * t_take + t_scatter + 4 * t_pass) + 2 * t_taps
+    print(f"\n3) roofline of grid_sample forward + backward, float32 {(B, C, H, W)}, "
+          f"{C} x {n} = {C * n / 1e6:.1f}M corner values")
+    print(f"   per element: gather (xp.take) {t_take * 1e9:.2f} ns, scatter (add_at) {t_scatter * 1e9:.2f} ns, "
+          f"elementwise pass {t_pass * 1e9:.2f} ns; taps {t_taps * 1e3:.2f} ms")
+    print(f"   floor {floor * 1e3:.1f} ms = {C} x {n} x (2 x gather + scatter + 4 x pass) + 2 x taps; "
+          f"measured {t_step * 1e3:.1f} ms")
+    if faults is not None:   # freed temporaries go back to the OS and are faulted in again next call
+        print(f"   per step: {faults:.0f} page faults, {sys_time * 1e3:.1f} ms system time (in the measured time)")
+
+
+def _faults(step, repeat):
+    """Minor page faults and system CPU time per call of ``step`` (None where not available)."""
+    try:
+        import resource
+    except ImportError:
+        return None, None
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(repeat):
+        step()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_minflt - before.ru_minflt) / repeat, (after.ru_stime - before.ru_stime) / repeat
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ same process).  Each thread count runs in its own subprocess, so that the BLAS l
 NumPy and PyTorch start with that many threads (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``,
 ``torch.set_num_threads``).
 
+Both sides run with glibc's allocator told to keep freed memory (``MALLOC_TRIM_THRESHOLD_`` and
+``MALLOC_MMAP_THRESHOLD_`` set high): otherwise the big temporaries of every step are handed back
+to the OS and faulted in again on the next one, which costs 10-100 ms of system time per step at
+the larger shapes and makes the timings depend on the process's history.  ``--default-malloc``
+times with the allocator as it comes (what a plain ``python`` run gets).
+
 PyTorch is never a dependency of npattention: install it in a separate virtual environment
 (``pip install torch`` next to ``pip install -e .``).  Without it the PyTorch column is empty
 and the script still times our side (the ratio column shows ``-``).
@@ -55,15 +61,6 @@ def _t(a, grad=False):
     from npattention.backend import to_numpy
     t = torch.tensor(to_numpy(a))
     return t.requires_grad_(grad)
-
-
-def _copy_params(ours_pairs):
-    """Copy npattention weights into torch parameters: [(torch_param, our_array), ...]."""
-    import torch
-    from npattention.backend import to_numpy
-    with torch.no_grad():
-        for p, a in ours_pairs:
-            p.copy_(torch.tensor(to_numpy(a)).reshape(p.shape))
 
 
 def _torch_step(module_or_fn, inputs, grad_out, params=()):
@@ -711,7 +708,7 @@ def worker(args):
         torch = None
     peak = sgemm_gflops(xp)
     import npattention
-    print(json.dumps({"peak_gflops": peak, "torch": None if torch is None else torch.__version__,
+    print(json.dumps({"peak_gflops": peak, "malloc_kept": "MALLOC_TRIM_THRESHOLD_" in os.environ, "torch": None if torch is None else torch.__version__,
                       "npattention": os.path.dirname(os.path.dirname(os.path.abspath(npattention.__file__)))}),
           flush=True)
     for row in select(all_rows(), args.only):
@@ -753,6 +750,8 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="time our side only")
     p.add_argument("--list", action="store_true", help="list the rows and exit")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc trimming on (default: keep freed memory, see the docstring)")
     p.add_argument("--root", default=os.path.dirname(HERE),
                    help="the checkout whose npattention is timed (default: this one); e.g. an older "
                         "worktree, to compare before and after on the same machine")
@@ -771,6 +770,8 @@ def main(argv=None):
     results = {}
     for n in args.threads:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(n), OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+        if not args.default_malloc:   # keep freed memory: no page faults from re-allocating each step
+            env.update(MALLOC_TRIM_THRESHOLD_=str(2 ** 30), MALLOC_MMAP_THRESHOLD_=str(2 ** 30))
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--threads", str(n), "--repeat", str(args.repeat),
                "--root", os.path.abspath(args.root)]
         if args.only:
@@ -795,7 +796,7 @@ def report(results):
     threads = sorted(results)
     meta = results[threads[0]]["meta"]
     print(f"npattention ({meta['npattention']}) vs PyTorch {meta['torch'] or '(not installed)'}: "
-          f"forward + backward, float32, "
+          f"forward + backward, float32, {'freed memory kept' if meta.get('malloc_kept') else 'default malloc'}, "
           f"best of the interleaved repeats; ratio = ours / torch (target <= 1.2, attention <= 0.9)")
     for n in threads:
         print(f"  sgemm at {n} thread(s): {results[n]['meta']['peak_gflops']:.0f} GFLOP/s")

@@ -19,6 +19,7 @@ Helpers here hide the few places where CuPy and NumPy differ (see docs/backend.m
 moving arrays to and from the host, random numbers that are identical on both
 backends (drawn on the host with NumPy, then moved), and scatter-add.
 """
+import math
 import os
 import sys
 
@@ -142,14 +143,67 @@ def synchronize():
 # ---------------------------------------------------------------- CuPy/NumPy differences
 def add_at(target, indices, values):
     """In-place ``target[indices] += values`` that adds repeated indices up
-    (``numpy.add.at``; on CuPy ``cupyx.scatter_add``)."""
+    (``numpy.add.at``; on CuPy ``cupyx.scatter_add``).
+
+    ``indices`` is anything ``numpy.add.at`` takes; ``values`` broadcasts to ``target[indices]``.
+    On NumPy, the common scatters (integer index arrays into a C-contiguous array) become the
+    one case ``numpy.add.at`` runs fast: a 1-D target indexed by one flat array (see
+    :func:`_row_index`).  The additions are the same, in the same order, so the result is bit
+    for bit that of ``numpy.add.at(target, indices, values)``.
+    """
     if BACKEND == "cupy":
         import cupyx
 
         cupyx.scatter_add(target, indices, values)
-    else:
+        return target
+    found = _row_index(target, indices)
+    if found is None:   # slices, booleans, negative or out-of-range indices, ...: the general path
         numpy.add.at(target, indices, values)
+        return target
+    rows, k = found
+    try:
+        values = numpy.broadcast_to(values, rows.shape + target.shape[k:])
+    except ValueError:   # values do not fit target[indices]: let numpy.add.at say so
+        numpy.add.at(target, indices, values)
+        return target
+    D = math.prod(target.shape[k:])   # elements per indexed row
+    rows = rows.reshape(-1)
+    values = values.reshape(rows.size, D)
+    flat_target, columns = target.reshape(-1), numpy.arange(D)
+    step = max(1, _ADD_AT_CHUNK // max(D, 1))
+    for lo in range(0, rows.size, step):   # in chunks: the flat index stays small (in cache)
+        # element j of row rows[i] is element rows[i] * D + j of the flat target; NumPy >= 1.25
+        # adds a 1-D index into a 1-D array in one tight loop: with the index built here, 2-6x
+        # faster than its generic loop for a 2-D target or several index arrays (docs/backend.md)
+        flat = ((rows[lo:lo + step] * D)[:, None] + columns).reshape(-1)
+        numpy.add.at(flat_target, flat, values[lo:lo + step].reshape(-1))
     return target
+
+
+#: elements per numpy.add.at call in add_at (its flat int64 index: 512 KiB)
+_ADD_AT_CHUNK = 1 << 16
+
+
+def _row_index(target, indices):
+    """``(rows, k)`` for an integer-array scatter, else ``None``.
+
+    ``indices``: one integer array (into the first axis of ``target``) or a tuple of ``k``
+    of them (into the first ``k`` axes, broadcast together); ``rows`` is their position in
+    ``target`` seen as ``(n_rows, D)``, where the remaining axes, ``D`` elements in all, are
+    taken whole.  ``None`` for anything else, for a 1-D target indexed by one array (already
+    numpy.add.at's fast case) and for negative or out-of-range indices (numpy.add.at wraps
+    the former and raises IndexError for the latter).
+    """
+    arrays = indices if isinstance(indices, tuple) else (indices,)
+    if not (isinstance(target, numpy.ndarray) and target.flags.c_contiguous and 1 <= len(arrays) <= target.ndim
+            and all(isinstance(a, numpy.ndarray) and a.dtype.kind in "iu" for a in arrays)):
+        return None
+    if len(arrays) == 1 and target.ndim == 1:
+        return None
+    try:   # checks every index against its own axis (negative or too large -> ValueError)
+        return numpy.ravel_multi_index(arrays, target.shape[:len(arrays)]), len(arrays)
+    except (ValueError, TypeError):
+        return None
 
 
 def sum_to_shape(grad, shape):

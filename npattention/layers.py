@@ -25,11 +25,23 @@ from .module import Module, Parameter
 from .validate import check_array, check_positive_int, check_probability
 
 
-def sigmoid(x):
+def sigmoid(x, precise=True, out=None):
     """The logistic function ``1 / (1 + exp(-x))`` without overflow: from ``e = exp(-|x|) <= 1``
     it is ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0`` (full relative
     precision even for ``x = -30``).  Used by :class:`Sigmoid`, :class:`SiLU`, the RNN gates and
-    the vision gates."""
+    the vision gates.
+
+    ``precise=False`` (the RNN gates): ``(1 + tanh(x / 2)) / 2``, about 3x faster (one ``tanh`` and
+    two in-place updates; the ``where`` on the sign above mispredicts on random signs), also without
+    overflow, with an error that is absolute (about one rounding of 1) instead of relative: fine
+    for a gate, whose value multiplies numbers of order 1.  ``out`` (with ``precise=False``): the
+    array to write into, ``out=x`` for in place."""
+    if not precise:
+        s = xp.multiply(x, 0.5, out=out)
+        xp.tanh(s, out=s)
+        s += 1.0
+        s *= 0.5
+        return s
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0, e) / (1.0 + e)
 

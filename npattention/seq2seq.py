@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from .attention.align import SoftmaxAlign
 from .attention.attention import LocationAttention
 from .attention.context import Context
-from .attention.scores import AdditiveScore, DotScore, GeneralScore
+from .attention.scores import AdditiveScore, CosineScore, DotScore, GeneralScore, ScaledDotScore
 from .backend import xp
 from .masks import padding_mask
 from .layers import Embedding, Linear, Tanh
@@ -29,19 +29,40 @@ def _cell_kind(cell, where):
     return cell
 
 
-# A Module keeps ONE cache, its last forward's.  A decoder runs the same piece (score, align,
-# context, ...) at every time step, so a step takes each piece's cache out with its output,
-# CS231n style (``out, cache = piece_forward(...)``), and puts it back for that step's backward.
+# A Module keeps ONE cache, its last forward's, and checks its arguments at every call.  A decoder
+# runs the same pieces (score, align, context, ...) at every time step, on inputs it checked once
+# per sequence (forward, start), so a step calls each piece's UNCHECKED ``step`` -> ``(out, cache)``
+# and keeps the cache itself, CS231n style; ``step_backward(grad, cache)`` undoes that call.  Every
+# score, SoftmaxAlign and Context has the pair (npattention.attention.scores, "Checked and unchecked
+# calls"); a module without it (LocationAttention, a score module of your own) is called checked and
+# its cache taken out.  docs/seq2seq.md, "Speed", has the numbers.
 def _forward(piece, *inputs, **kwargs):
-    """``(output, cache)`` of one call of a piece."""
+    """``(output, cache)`` of one call of a piece (unchecked when it has ``step``)."""
+    if hasattr(piece, "step"):
+        return piece.step(*inputs, **kwargs)
     out = piece(*inputs, **kwargs)
     return out, piece.cache
 
 
 def _backward(piece, grad, cache):
-    """``piece.backward(grad)`` with the cache of the call it undoes."""
+    """The backward of the call that returned ``cache``."""
+    if hasattr(piece, "step_backward"):
+        return piece.step_backward(grad, cache)
     piece.cache = cache
     return piece.backward(grad)
+
+
+def _check_score_sizes(score, query_dim, key_dim, where):
+    """A score module given to a decoder runs unchecked at every step (see ``_forward``): check here,
+    once, that it takes queries of size ``query_dim`` (hidden_size) and keys of size ``key_dim`` (enc_dim)."""
+    name = type(score).__name__
+    if isinstance(score, (DotScore, ScaledDotScore, CosineScore)) and query_dim != key_dim:
+        raise ValueError(f"{where}: {name} compares queries and keys of one size: it needs hidden_size == "
+                         f"enc_dim, got {query_dim} and {key_dim}")
+    got = (getattr(score, "query_dim", query_dim), getattr(score, "key_dim", key_dim))
+    if got != (query_dim, key_dim):
+        raise ValueError(f"{where}: the score module {name} must have query_dim = hidden_size = {query_dim} and "
+                         f"key_dim = enc_dim = {key_dim}, got query_dim={got[0]}, key_dim={got[1]}")
 
 
 def select_rows(tree, index):
@@ -177,6 +198,15 @@ class _Decoder(Module):
         mask = None if src_mask is None else src_mask[:, None, :]  # one query row per step
         return {"enc_out": enc_out, "mask": mask}, state
 
+    def _memory_grads(self, memory):
+        """Zero gradients for the memory's float arrays (``step_backward`` adds every step's to them), and
+        ``"context_calls"`` (``"score_calls"``): every step's ``(d context, cache)`` of a :class:`Context`
+        piece (``(d scores, cache)`` of a score with ``key_backward``), whose ``d enc_out`` (``d keys``)
+        ``_start_backward`` then computes for all steps in one product."""
+        d_memory = {k: xp.zeros_like(v) for k, v in memory.items() if v is not None and v.dtype.kind == "f"}
+        d_memory["context_calls"], d_memory["score_calls"] = [], []  # the score's: Luong dot / general
+        return d_memory
+
     def _start_backward(self, d_memory, memory):
         """``(d_enc_out, extra d_h0 or None)`` from the gradients of the memory's arrays."""
         return d_memory["enc_out"], None
@@ -202,7 +232,16 @@ class _Decoder(Module):
         For inference: it reuses the layers' caches, so run it after (not between) a forward
         and its backward.
         """
-        check_array(prev_tokens, "prev_tokens", f"{type(self).__name__}.step", shape=("B",), dtype="int")
+        name, dims = f"{type(self).__name__}.step", {}
+        check_array(prev_tokens, "prev_tokens", name, shape=("B",), dtype="int", dims=dims)
+        # the pieces run unchecked (memory was checked by start): check what changes from step to step
+        for k, s in enumerate(state):
+            check_array(s, f"state[{k}]", name, shape=("B", self.hidden_size), dims=dims)
+        check_array(memory["enc_out"], "memory['enc_out']", name, shape=("B", "S", self.enc_dim), dims=dims)
+        return self._decode_step(prev_tokens, state, memory)
+
+    def _decode_step(self, prev_tokens, state, memory):
+        """:meth:`step` without its checks (for :meth:`greedy`, whose tokens and state are its own)."""
         emb_t = self.embedding(prev_tokens[:, None])[:, 0]
         features, weights, new_state, _ = self.step_forward(emb_t, state, memory)
         return self.head(features), new_state, weights
@@ -234,7 +273,7 @@ class _Decoder(Module):
         """BPTT through the whole decoder; returns ``(d_enc_out, d_h0)`` (and ``d_c0`` if given)."""
         memory, caches, state0, c0_given = self.cache
         d_features = self.head_backward(grad_output)  # (B, T, F)
-        d_memory = {k: xp.zeros_like(v) for k, v in memory.items() if v is not None and v.dtype.kind == "f"}
+        d_memory = self._memory_grads(memory)
         d_state = tuple(xp.zeros_like(s) for s in state0)
         d_emb = xp.zeros(grad_output.shape[:2] + (self.embed_dim,), dtype=grad_output.dtype)
         for t in range(len(caches) - 1, -1, -1):
@@ -258,7 +297,7 @@ class _Decoder(Module):
         done = xp.zeros((B,), dtype=bool)
         tokens, weights = [], []
         for _ in range(max_len):  # the loop over time: each input is the previous output
-            logits, state, w = self.step(y, state, memory)
+            logits, state, w = self._decode_step(y, state, memory)
             y = xp.where(done, eos, xp.argmax(logits, axis=-1))
             done = done | (y == eos)
             tokens.append(y)
@@ -321,7 +360,10 @@ class BahdanauDecoder(_AdditiveNames, _Decoder):
         return memory, state
 
     def _start_backward(self, d_memory, memory):
-        return d_memory["enc_out"] + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
+        # context_t = a_t @ enc_out at every step: d enc_out = sum_t a_t^T dc_t, ONE (B, S, T) @ (B, T, E)
+        # product over all steps instead of T outer products (B, S, E), each added up
+        d_enc = d_memory["enc_out"] + self.context.values_backward(d_memory["context_calls"])
+        return d_enc + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
 
     def step_forward(self, emb_t, state, memory):
         query = state[0][:, None, :]  # h_{t-1}: one query row (B, 1, H)
@@ -341,9 +383,9 @@ class BahdanauDecoder(_AdditiveNames, _Decoder):
         # forward was: new_state = cell([emb_t; c], state)
         d_x, d_state = self.cell.step_backward((d_h, *d_new_state[1:]), cell_cache)
         d_emb, d_c = d_x[:, :Em], d_c + d_x[:, Em:]  # c_t was also an RNN input
-        # forward was: context = weights @ enc_out
-        d_weights, d_enc = _backward(self.context, d_c[:, None, :], context_cache)
-        d_memory["enc_out"] += d_enc
+        # forward was: context = weights @ enc_out; its d enc_out: for all steps at once (_start_backward)
+        d_weights = self.context.weights_backward(d_c[:, None, :], context_cache)
+        d_memory["context_calls"].append((d_c[:, None, :], context_cache))
         # forward was: weights = softmax(scores) over the real source positions
         d_scores = _backward(self.align, d_weights, align_cache)
         # forward was: scores = v^T tanh(W_q h_{t-1} + keys)
@@ -384,6 +426,7 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         if score == "concat":  # Luong's name for the additive score (deprecated here: "concat" is ConcatScore)
             score = "additive"
         if isinstance(score, Module):
+            _check_score_sizes(score, hidden_size, enc_dim, "LuongDecoder")
             self.score_name, self.score = type(score).__name__, score
         elif score not in LUONG_SCORES:
             raise ValueError(f"LuongDecoder: 'score' must be 'dot', 'general', 'additive' or a score module, "
@@ -399,6 +442,11 @@ class LuongDecoder(_AdditiveNames, _Decoder):
             attn_dim = hidden_size if attn_dim is None else check_positive_int(attn_dim, "attn_dim", "LuongDecoder")
             self.score_name, self.score = score, AdditiveScore(hidden_size, enc_dim, attn_dim, bias=True)
         self.projects_keys = isinstance(self.score, AdditiveScore)  # then the keys are projected once
+        # the memory array the score reads: the projected keys, or the encoder outputs themselves
+        # (then their gradient goes straight into d_enc_out: no second (B, S, E) buffer to add up)
+        self.keys_name = "keys" if self.projects_keys else "enc_out"
+        # dot, general: d keys of all steps in one product after the loop (as Context's d enc_out)
+        self.sums_key_grads = hasattr(self.score, "key_backward")
         self.align = SoftmaxAlign()
         self.context = Context()
         self.cell = self._make_cell(embed_dim)
@@ -408,14 +456,18 @@ class LuongDecoder(_AdditiveNames, _Decoder):
 
     def _start(self, enc_out, h0, c0, src_mask):
         memory, state = super()._start(enc_out, h0, c0, src_mask)
-        memory["keys"] = self.score.project_keys(enc_out) if self.projects_keys else enc_out
+        if self.projects_keys:
+            memory["keys"] = self.score.project_keys(enc_out)  # W_k k_j + b: once per sequence
         return memory, state
 
     def _start_backward(self, d_memory, memory):
-        d_keys = d_memory["keys"]
-        if self.projects_keys:
-            d_keys = self.score.project_keys_backward(d_keys, memory["enc_out"])
-        return d_memory["enc_out"] + d_keys, None
+        # context_t = a_t @ enc_out at every step: d enc_out = sum_t a_t^T dc_t in ONE product (as Bahdanau)
+        d_enc = d_memory["enc_out"] + self.context.values_backward(d_memory["context_calls"])
+        if self.sums_key_grads:  # dot, general: the keys are enc_out; d keys = sum_t ds_t^T q_t, one product
+            d_enc = d_enc + self.score.key_backward(d_memory["score_calls"])
+        if not self.projects_keys:
+            return d_enc, None  # the score read enc_out itself (keys_name)
+        return d_enc + self.score.project_keys_backward(d_memory["keys"], memory["enc_out"]), None
 
     def head(self, features):
         return self.out(self.combine_tanh(self.combine(features)))  # 4. h~ = tanh(W_c [c; h]), logits
@@ -427,7 +479,7 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         new_state, cell_cache = self.cell.step(emb_t, state)  # 1. RNN first
         query = new_state[0][:, None, :]  # h_t, the CURRENT state: one query row (B, 1, H)
         kw = {"projected": True} if self.projects_keys else {}
-        scores, score_cache = _forward(self.score, query, memory["keys"], **kw)  # 2. (B, 1, S)
+        scores, score_cache = _forward(self.score, query, memory[self.keys_name], **kw)  # 2. (B, 1, S)
         weights, align_cache = _forward(self.align, scores, mask=memory["mask"])  # 3. (B, 1, S)
         context, context_cache = _forward(self.context, weights, memory["enc_out"])  # (B, 1, E)
         features = xp.concatenate([context[:, 0], new_state[0]], axis=-1)  # [c_t; h_t] for the head
@@ -438,14 +490,18 @@ class LuongDecoder(_AdditiveNames, _Decoder):
         E = self.enc_dim
         # forward was: features = [c_t; h_t]
         d_c, d_h = d_features[:, :E], d_features[:, E:]
-        # forward was: context = weights @ enc_out
-        d_weights, d_enc = _backward(self.context, d_c[:, None, :], context_cache)
-        d_memory["enc_out"] += d_enc
+        # forward was: context = weights @ enc_out; its d enc_out: for all steps at once (_start_backward)
+        d_weights = self.context.weights_backward(d_c[:, None, :], context_cache)
+        d_memory["context_calls"].append((d_c[:, None, :], context_cache))
         # forward was: weights = softmax(scores) over the real source positions
         d_scores = _backward(self.align, d_weights, align_cache)
         # forward was: scores = score(h_t, keys)
-        d_query, d_keys = _backward(self.score, d_scores, score_cache)
-        d_memory["keys"] += d_keys
+        if self.sums_key_grads:  # dot, general: d keys for all steps at once (_start_backward)
+            d_query = self.score.query_backward(d_scores, score_cache)
+            d_memory["score_calls"].append((d_scores, score_cache))
+        else:
+            d_query, d_keys = _backward(self.score, d_scores, score_cache)
+            d_memory[self.keys_name] += d_keys
         # forward was: new_state = cell(emb_t, state); h_t went to the head, the score and step t+1
         d_new_state = (d_new_state[0] + d_h + d_query[:, 0], *d_new_state[1:])
         return self.cell.step_backward(d_new_state, cell_cache)
@@ -629,7 +685,8 @@ class Seq2Seq(Module):
         check_array(src, "src", "Seq2Seq", shape=("B", "S"), dtype="int")
         B, S = src.shape
         lengths = lengths_from(src_lengths, None, B, S, "Seq2Seq", name="src_lengths")
-        enc_out, state = self.encoder(src, lengths)
+        # src_lengths as given: without it the encoder's RNN knows no step is padded (no state carrying)
+        enc_out, state = self.encoder(src, src_lengths)
         return enc_out, state, padding_mask(lengths, S)
 
     def forward(self, src, tgt_in, src_lengths=None):

@@ -266,3 +266,116 @@ def test_checkpoints_with_the_old_parameter_names_still_load(kw):
     fresh = model(**kw)
     fresh.load_state_dict(old)
     np.testing.assert_array_equal(to_numpy(fresh(SRC, TGT_IN, SRC_LEN)[0]), to_numpy(m(SRC, TGT_IN, SRC_LEN)[0]))
+
+
+# ------------------------------------------------------------------ the pieces' unchecked steps (decoder speed)
+def _pieces(rng):
+    """(piece, inputs, kwargs) for every piece with step / step_backward; one query row, as in a decoder."""
+    from npattention.attention.align import SoftmaxAlign
+    from npattention.attention.context import Context
+    from npattention.attention.scores import (AdditiveScore, ConcatScore, CosineScore, DotScore, GeneralScore,
+                                              ScaledDotScore)
+
+    q, k = rng.normal((3, 1, 4), dtype=xp.float64), rng.normal((3, 6, 4), dtype=xp.float64)
+    k5 = rng.normal((3, 6, 5), dtype=xp.float64)
+    mask = (xp.arange(6)[None, :] >= SRC_LEN[:, None])[:, None, :]
+    additive = AdditiveScore(4, 5, 3, bias=True).double()
+    return [(DotScore(), (q, k), {}), (ScaledDotScore(), (q, k), {}), (GeneralScore(4, 5).double(), (q, k5), {}),
+            (ConcatScore(4, 5).double(), (q, k5), {}), (additive, (q, k5), {}),
+            (additive, (q, additive.project_keys(k5)), {"projected": True}), (CosineScore(scale=3.0), (q, k), {}),
+            (SoftmaxAlign(temperature=0.7), (rng.normal((3, 1, 6), dtype=xp.float64),), {"mask": mask}),
+            (Context(), (xp.abs(rng.normal((3, 1, 6), dtype=xp.float64)), k5), {})]
+
+
+def _grads(module):
+    return {n: to_numpy(p.grad).copy() for n, p in module.named_parameters()}
+
+
+def test_pieces_step_is_forward_without_the_checks(rng):
+    """step / step_backward compute exactly what forward / backward do, and leave self.cache alone."""
+    for piece, inputs, kw in _pieces(rng):
+        out = piece(*inputs, **kw)
+        g = rng.normal(out.shape, dtype=xp.float64)
+        want = piece.backward(g)
+        want = want if isinstance(want, tuple) else (want,)
+        want_grads = _grads(piece)
+        piece.zero_grad()
+        kept = piece.cache
+        step_out, cache = piece.step(*inputs, **kw)
+        got = piece.step_backward(g, cache)
+        got = got if isinstance(got, tuple) else (got,)
+        assert piece.cache is kept, type(piece).__name__
+        np.testing.assert_array_equal(to_numpy(step_out), to_numpy(out))
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+        for name, value in _grads(piece).items():
+            np.testing.assert_array_equal(value, want_grads[name])
+        piece.zero_grad()
+
+
+def test_gradients_summed_over_calls_in_one_product(rng):
+    """Context.values_backward and Dot/GeneralScore.key_backward = the sum of the per-call gradients."""
+    from npattention.attention.context import Context
+    from npattention.attention.scores import DotScore, GeneralScore
+
+    keys = rng.normal((3, 6, 4), dtype=xp.float64)
+    for piece in (Context(), DotScore(), GeneralScore(4, 4).double()):
+        calls, total, first = [], 0, {}
+        for t in range(5):  # five decoder steps on the same keys / values
+            if isinstance(piece, Context):
+                out, cache = piece.step(xp.abs(rng.normal((3, 1, 6), dtype=xp.float64)), keys)
+            else:
+                out, cache = piece.step(rng.normal((3, 1, 4), dtype=xp.float64), keys)
+            g = rng.normal(out.shape, dtype=xp.float64)
+            d_first, d_second = piece.step_backward(g, cache)
+            first[t] = to_numpy(d_first)
+            total = total + d_second
+            calls.append((g, cache))
+        per_call = _grads(piece)
+        piece.zero_grad()
+        half = piece.weights_backward if isinstance(piece, Context) else piece.query_backward
+        for t, (g, cache) in enumerate(calls):
+            np.testing.assert_allclose(to_numpy(half(g, cache)), first[t], rtol=1e-13)
+        summed = piece.values_backward(calls) if isinstance(piece, Context) else piece.key_backward(calls)
+        np.testing.assert_allclose(to_numpy(summed), to_numpy(total), rtol=1e-12, atol=1e-14)
+        for name, value in _grads(piece).items():
+            np.testing.assert_allclose(value, per_call[name], rtol=1e-12)
+
+
+@pytest.mark.parametrize("score", ["dot", "general"])
+def test_luong_summed_key_gradients_equal_the_per_step_ones(score, rng):
+    """The d enc_out of Luong's dot / general keys summed after the loop = added step by step (the plain way)."""
+    enc_out, h0 = rng.normal((3, 6, 4), dtype=xp.float64), rng.normal((3, 4), dtype=xp.float64)
+    mask = xp.arange(6)[None, :] >= SRC_LEN[:, None]
+    dec = LuongDecoder(V, 3, 4, 4, score=score).double()
+    g = rng.normal((3, 4, V), dtype=xp.float64)
+    results = []
+    for summed in (True, False):
+        dec.sums_key_grads = summed
+        dec.zero_grad()
+        dec(TGT_IN, enc_out, h0, src_mask=mask)
+        results.append((dec.backward(g), _grads(dec)))
+    (fast, fast_grads), (plain, plain_grads) = results
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-14)
+    for name in plain_grads:
+        np.testing.assert_allclose(fast_grads[name], plain_grads[name], rtol=1e-12, atol=1e-14)
+
+
+def test_unchecked_pieces_still_give_clear_errors(rng):
+    """A plugged-in score module is checked once, when the decoder is built; a decoding step checks its state."""
+    from npattention.attention.scores import AdditiveScore, DotScore, GeneralScore
+
+    with pytest.raises(ValueError, match="GeneralScore must have query_dim = hidden_size = 4 and key_dim = "
+                                         "enc_dim = 5, got query_dim=3"):
+        LuongDecoder(V, 3, 4, 5, score=GeneralScore(3, 5))
+    with pytest.raises(ValueError, match="DotScore compares queries and keys of one size"):
+        LuongDecoder(V, 3, 4, 5, score=DotScore())
+    with pytest.raises(ValueError, match="got query_dim=4, key_dim=6"):
+        LuongDecoder(V, 3, 4, 5, score=AdditiveScore(4, 6, 3))
+    dec = BahdanauDecoder(V, 3, 4, 5)
+    memory, state = dec.start(rng.normal((2, 6, 5)), rng.normal((2, 4)))
+    with pytest.raises(ValueError, match=r"BahdanauDecoder.step: 'state\[0\]' must have shape \(B, 4\)"):
+        dec.step(xp.asarray([1, 1]), (rng.normal((2, 5)),), memory)
+    with pytest.raises(ValueError, match=r"'state\[0\]' must have shape \(B, 4\) with B=3"):
+        dec.step(xp.asarray([1, 1, 1]), state, memory)

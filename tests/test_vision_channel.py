@@ -152,3 +152,118 @@ def test_bad_input_errors(rng):
             block(x3)
     with pytest.raises(ValueError, match=r"SEBlock: 'x' must have shape \(B, 16, H, W\).*got \(2, 8, 3, 3\)"):
         SEBlock(16)(rng.normal((2, 8, 3, 3)))
+
+
+# ------------------------------------------------------------------ the plain references of the optimised blocks
+# The first versions of the forward / backward passes the optimised ones replaced (a mean over
+# two axes, sum_to_shape of a full product, a one-hot argmax mask, plain a * g + d), kept as the
+# reference: same weights, float64, outputs and every gradient compared at 1e-12.
+def _ref_onehot_argmax(x, axis):
+    idx = np.expand_dims(np.argmax(x, axis=axis), axis)
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    return np.arange(x.shape[axis]).reshape(shape) == idx
+
+
+def _ref_sum_to_shape(grad, shape):
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=axes, keepdims=True)
+
+
+class _RefSE(SEBlock):
+    def forward(self, x):
+        s = x.mean(axis=(2, 3))
+        z = self.fc1(s)
+        gate = sigmoid(to_numpy(self.fc2(np.maximum(z, 0))))
+        self.cache = (x, z, gate)
+        return x * gate[:, :, None, None]
+
+    def backward(self, grad_output):
+        x, z, gate = self.cache
+        H, W = x.shape[2:]
+        dgate = (grad_output * x).sum(axis=(2, 3))
+        dz = self.fc2.backward(dgate * gate * (1 - gate)) * (z > 0)
+        ds = self.fc1.backward(dz)
+        return grad_output * gate[:, :, None, None] + ds[:, :, None, None] / (H * W)
+
+
+class _RefECA(ECA):
+    def forward(self, x):
+        gate = sigmoid(to_numpy(self.conv(x.mean(axis=(2, 3))[:, None, :])[:, 0, :]))
+        self.cache = (x, gate)
+        return x * gate[:, :, None, None]
+
+    def backward(self, grad_output):
+        x, gate = self.cache
+        H, W = x.shape[2:]
+        de = (grad_output * x).sum(axis=(2, 3)) * gate * (1 - gate)
+        dy = self.conv.backward(de[:, None, :])[:, 0, :]
+        return grad_output * gate[:, :, None, None] + dy[:, :, None, None] / (H * W)
+
+
+class _RefSpatial(SpatialAttention):
+    def forward(self, x):
+        avg, mx = x.mean(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+        gate = sigmoid(to_numpy(self.conv1(np.concatenate([avg, mx], axis=1))))
+        self.cache = (x.shape[1], _ref_onehot_argmax(x, axis=1), gate)
+        return gate
+
+    def backward(self, grad_output):
+        C, is_max, gate = self.cache
+        d = self.conv1.backward(grad_output * gate * (1 - gate))
+        return d[:, :1] / C + is_max * d[:, 1:]
+
+
+class _RefCBAM(CBAM):
+    def forward(self, x):
+        first, second = self._stages()
+        g1 = first(x)
+        x1 = x * g1
+        g2 = second(x1)
+        self.cache = (x, g1, x1, g2)
+        return x1 * g2
+
+    def backward(self, grad_output):
+        first, second = self._stages()
+        x, g1, x1, g2 = self.cache
+        dx1 = grad_output * g2 + second.backward(_ref_sum_to_shape(grad_output * x1, g2.shape))
+        return dx1 * g1 + first.backward(_ref_sum_to_shape(dx1 * x, g1.shape))
+
+
+def _with_ties(x):
+    """Round to a few levels and clip at 0 (as after a ReLU): many channels share the maximum."""
+    return np.maximum(np.round(x * 2) / 2, 0)
+
+
+def _pair(fast, ref):
+    ref = ref.double()
+    fast = fast.double()
+    fast.load_state_dict(ref.state_dict())
+    return fast, ref
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 5, 7), (1, 16, 1, 1), (2, 32, 8, 3)])
+@pytest.mark.parametrize("make", ["SEBlock", "ECA", "SpatialAttention", "CBAM channel-spatial", "CBAM spatial-channel"])
+def test_optimised_channel_blocks_match_the_plain_reference(rng, make, shape):
+    C = shape[1]
+    if make == "SEBlock":
+        fast, ref = _pair(SEBlock(C, 8), _RefSE(C, 8))
+    elif make == "ECA":
+        fast, ref = _pair(ECA(C), _RefECA(C))
+    elif make == "SpatialAttention":
+        fast, ref = _pair(SpatialAttention(3), _RefSpatial(3))
+    else:
+        order = make.split()[1]
+        fast, ref = _pair(CBAM(C, ratio=4, order=order), _RefCBAM(C, ratio=4, order=order))
+        # the reference CBAM runs on reference gates too
+        ref.spatialattention = _pair(SpatialAttention(7), _RefSpatial(7))[1]
+        ref.spatialattention.load_state_dict(fast.spatialattention.state_dict())
+    for x in (rng.normal(shape, dtype=xp.float64), xp.asarray(_with_ties(to_numpy(rng.normal(shape, dtype=xp.float64))))):
+        out_shape = (shape[0], 1) + shape[2:] if make == "SpatialAttention" else shape
+        g = rng.normal(out_shape, dtype=xp.float64)
+        fast.zero_grad()
+        ref.zero_grad()
+        np.testing.assert_allclose(to_numpy(fast(x)), to_numpy(ref(x)), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(to_numpy(fast.backward(g)), to_numpy(ref.backward(g)), rtol=1e-12, atol=1e-14)
+        for (name, p), (_, q) in zip(fast.named_parameters(), ref.named_parameters()):
+            np.testing.assert_allclose(to_numpy(p.grad), to_numpy(q.grad), rtol=1e-12, atol=1e-14, err_msg=name)

@@ -7,8 +7,8 @@ import pytest
 
 from npattention.backend import to_numpy, xp
 from npattention.vision.sagan import SelfAttention2d
-from npattention.vision.stn import (AffineGrid, GridSample, SpatialTransformer, affine_grid,
-                                    affine_grid_backward, grid_sample, grid_sample_backward)
+from npattention.vision.stn import (AffineGrid, GridSample, SpatialTransformer, _as_index, _padded_index,
+                                    affine_grid, affine_grid_backward, grid_sample, grid_sample_backward)
 
 IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
@@ -186,6 +186,141 @@ def test_modules_wrap_the_functions(rng):
     np.testing.assert_array_equal(to_numpy(gs(x, grid)), to_numpy(grid_sample(x, grid)))
     dx, dgrid = gs.backward(xp.ones((2, 1, 2, 2), dtype=x.dtype))
     assert dx.shape == x.shape and dgrid.shape == grid.shape
+
+
+# ------------------------------------------------------------------ the plain reference sampler
+# The first vectorised grid_sample / grid_sample_backward, kept here as the obviously-correct
+# reference for the optimised ones: channels-last gathers image[b, row, col] with three index
+# arrays, one pass per corner, per-corner masks and numpy.add.at for the scatter.  The
+# coordinate helpers (_padded_index, _as_index) are shared with the library.
+def _ref_bilinear_taps(grid, H, W, align_corners, padding_mode):
+    ix, slope_x = _padded_index(grid[..., 0], W, align_corners, padding_mode)
+    iy, slope_y = _padded_index(grid[..., 1], H, align_corners, padding_mode)
+    x0, y0 = np.floor(ix), np.floor(iy)
+    fx, fy = ix - x0, iy - y0
+    taps = []
+    for dy, wy, dwy in ((0, 1 - fy, -1.0), (1, fy, 1.0)):
+        for dx, wx, dwx in ((0, 1 - fx, -1.0), (1, fx, 1.0)):
+            col, row = x0 + dx, y0 + dy
+            inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)
+            taps.append((_as_index(row, H), _as_index(col, W), wy * wx, inside, dwx * wy, dwy * wx))
+    return taps, slope_x, slope_y
+
+
+def _ref_nearest_tap(grid, H, W, align_corners, padding_mode):
+    ix, _ = _padded_index(grid[..., 0], W, align_corners, padding_mode)
+    iy, _ = _padded_index(grid[..., 1], H, align_corners, padding_mode)
+    col, row = np.rint(ix), np.rint(iy)
+    inside = (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)
+    return _as_index(row, H), _as_index(col, W), inside & np.isfinite(ix) & np.isfinite(iy)
+
+
+def ref_grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    B, C, H, W = input.shape
+    image = input.transpose(0, 2, 3, 1)
+    b = np.arange(B)[:, None, None]
+    if mode == "nearest":
+        row, col, inside = _ref_nearest_tap(grid, H, W, align_corners, padding_mode)
+        return (inside[..., None] * image[b, row, col]).transpose(0, 3, 1, 2)
+    taps, _, _ = _ref_bilinear_taps(grid, H, W, align_corners, padding_mode)
+    out = 0
+    for row, col, weight, inside, _, _ in taps:
+        out = out + (weight * inside)[..., None] * image[b, row, col]
+    return out.transpose(0, 3, 1, 2)
+
+
+def ref_grid_sample_backward(grad_output, input, grid, align_corners=False, mode="bilinear", padding_mode="zeros"):
+    B, C, H, W = input.shape
+    image = input.transpose(0, 2, 3, 1)
+    g = grad_output.transpose(0, 2, 3, 1)
+    b = np.broadcast_to(np.arange(B)[:, None, None], grid.shape[:3])
+    grad_image = np.zeros_like(image)
+    if mode == "nearest":
+        row, col, inside = _ref_nearest_tap(grid, H, W, align_corners, padding_mode)
+        np.add.at(grad_image, (b, row, col), inside[..., None] * g)
+        return grad_image.transpose(0, 3, 1, 2), np.zeros_like(grid)
+    taps, slope_x, slope_y = _ref_bilinear_taps(grid, H, W, align_corners, padding_mode)
+    grad_ix = np.zeros(grid.shape[:3], dtype=grid.dtype)
+    grad_iy = np.zeros(grid.shape[:3], dtype=grid.dtype)
+    for row, col, weight, inside, dw_dix, dw_diy in taps:
+        np.add.at(grad_image, (b, row, col), (weight * inside)[..., None] * g)
+        g_dot_value = np.sum(g * image[b, row, col], axis=-1) * inside
+        grad_ix += dw_dix * g_dot_value
+        grad_iy += dw_diy * g_dot_value
+    return grad_image.transpose(0, 3, 1, 2), np.stack([grad_ix * slope_x, grad_iy * slope_y], axis=-1)
+
+
+def _awkward_grid(rng, B, Ho, Wo, reach=1.6):
+    """Random points in [-reach, reach]^2 plus the awkward ones: exact borders and pixel
+    centres, far outside, NaN in x, in y and in both, and a run of repeated points."""
+    grid = to_numpy(rng.uniform((B, Ho, Wo, 2), -reach, reach, dtype=xp.float64)).copy()
+    special = [(np.nan, 0.1), (1.0, -1.0), (-1.0, 1.0), (0.0, 0.0), (7.0, 0.3), (-0.2, -9.0),
+               (0.4, np.nan), (np.nan, np.nan), (0.25, 0.25), (0.25, 0.25), (0.25, 0.25)]
+    flat = grid.reshape(-1, 2)
+    for k, point in enumerate(special[:len(flat)]):
+        flat[k] = point
+    return grid
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("shape, out_hw", [((2, 3, 4, 5), (3, 4)), ((1, 1, 7, 3), (5, 6)), ((3, 2, 1, 4), (2, 3)),
+                                           ((0, 2, 3, 3), (2, 2)), ((1, 4, 6, 6), (1, 1))])
+def test_fast_grid_sample_matches_the_plain_reference(rng, mode, padding_mode, align_corners, shape, out_hw):
+    """Output, input gradient and grid gradient of the optimised sampler against the plain
+    reference in float64, on every option, odd sizes, 1-pixel axes, B = 0 and B = 1, with
+    points outside the image and NaN in the grid (same NaN positions, no IndexError)."""
+    B, C = shape[:2]
+    x = rng.normal(shape, dtype=xp.float64)
+    grid = xp.asarray(_awkward_grid(rng, B, *out_hw))
+    g = rng.normal((B, C) + out_hw, dtype=xp.float64)
+    kw = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    out = grid_sample(x, grid, **kw)
+    dx, dgrid = grid_sample_backward(g, x, grid, **kw)
+    assert out.shape == (B, C) + out_hw and dx.shape == x.shape and dgrid.shape == grid.shape
+    assert out.dtype == dx.dtype == dgrid.dtype == xp.float64
+    ref_out = ref_grid_sample(to_numpy(x), to_numpy(grid), **kw)
+    ref_dx, ref_dgrid = ref_grid_sample_backward(to_numpy(g), to_numpy(x), to_numpy(grid), **kw)
+    for got, want in ((out, ref_out), (dx, ref_dx), (dgrid, ref_dgrid)):
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12, atol=1e-12, equal_nan=True)
+    if B and mode == "bilinear":
+        assert np.isnan(to_numpy(out)).any()   # the NaN points give NaN
+    # the module computes the taps once (forward) and reuses them (backward): same numbers
+    module = GridSample(align_corners, mode, padding_mode)
+    np.testing.assert_array_equal(to_numpy(module(x, grid)), to_numpy(out))
+    for got, want in zip(module.backward(g), (dx, dgrid)):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
+
+
+@pytest.mark.parametrize("B, H, W", [(0, 3, 4), (1, 1, 1), (3, 5, 7)])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_backward_one_gemm_matches_the_stacked_product(rng, B, H, W, align_corners):
+    """The one (B*2, H*W) @ (H*W, 3) product equals the plain stacked one, (2, H*W) @ (H*W, 3) per image."""
+    dgrid = rng.normal((B, H, W, 2), dtype=xp.float64)
+    base = to_numpy(affine_grid(_theta(IDENTITY, 1, xp.float64), (1, 1, H, W), align_corners)).reshape(H * W, 2)
+    base = np.concatenate([base, np.ones((H * W, 1))], axis=1)   # rows [x_w, y_h, 1]
+    want = to_numpy(dgrid).reshape(B, H * W, 2).transpose(0, 2, 1) @ base
+    got = to_numpy(affine_grid_backward(dgrid, (B, 1, H, W), align_corners))
+    assert got.shape == (B, 2, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_fast_grid_sample_float32_matches_the_reference(rng):
+    """float32 (the benchmark's dtype) and a float32 grid with a float64 image keep their dtypes."""
+    x = rng.normal((2, 3, 8, 9))
+    grid = rng.uniform((2, 5, 7, 2), -1.2, 1.2)
+    g = rng.normal((2, 3, 5, 7))
+    out = grid_sample(x, grid)
+    dx, dgrid = grid_sample_backward(g, x, grid)
+    assert out.dtype == dx.dtype == dgrid.dtype == xp.float32
+    ref_dx, ref_dgrid = ref_grid_sample_backward(to_numpy(g), to_numpy(x), to_numpy(grid))
+    np.testing.assert_allclose(to_numpy(out), ref_grid_sample(to_numpy(x), to_numpy(grid)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dx), ref_dx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dgrid), ref_dgrid, rtol=1e-4, atol=1e-4)
+    x64 = x.astype(xp.float64)
+    assert grid_sample(x64, grid).dtype == grid_sample_backward(g, x64, grid)[0].dtype == xp.float64
+    assert grid_sample_backward(g, x64, grid)[1].dtype == xp.float32
 
 
 # ------------------------------------------------------------------ bad input

@@ -46,6 +46,11 @@ class SoftmaxAlign(Module):
     backward(dweights) -> dscores.  ``temperature`` T < 1 sharpens, T > 1 flattens.
     Stable for large logits (e.g. +-1e4): the row maximum is subtracted first.
 
+    ``step(scores, mask=None) -> (weights, cache)`` and ``step_backward(dweights, cache)``: the
+    same without the argument checks, the cache returned instead of kept (for a caller that
+    checked its inputs once, e.g. a seq2seq decoder step; see :mod:`npattention.attention.scores`,
+    "Checked and unchecked calls").
+
     cache: ``weights`` (the softmax's gradient needs only its output).
     """
 
@@ -54,13 +59,19 @@ class SoftmaxAlign(Module):
 
     def forward(self, scores, mask=None):
         check_scores_mask(scores, mask, "SoftmaxAlign")
-        scaled = scores if self.temperature == 1.0 else scores / self.temperature
-        weights = softmax(scaled, axis=-1, mask=mask)
-        self.cache = weights
+        weights, self.cache = self.step(scores, mask)
         return weights
 
+    def step(self, scores, mask=None):
+        scaled = scores if self.temperature == 1.0 else scores / self.temperature
+        weights = softmax(scaled, axis=-1, mask=mask)
+        return weights, weights
+
     def backward(self, grad_output):
-        weights = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        weights = cache
         # ds = w * (dw - sum_j w_j dw_j) / T; masked entries have w = 0 -> 0 gradient
         d_scaled = softmax_backward(grad_output, weights)
         return d_scaled if self.temperature == 1.0 else d_scaled / self.temperature

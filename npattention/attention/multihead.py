@@ -30,6 +30,15 @@ from .tiled import TiledAttentionCache, _block_sizes, tiled_attention, tiled_att
 __all__ = ["MultiheadAttention"]
 
 
+def _affine(x, W, b):
+    """``x W^T + b`` for ``x (B, T, n)`` as one ``(B*T, n) @ (n, m)`` GEMM, reshaped to ``(B, T, m)``:
+    NumPy's stacked (B, T, n) matmul calls BLAS once per batch item, about 2x slower at small T."""
+    y = x.reshape(-1, x.shape[-1]) @ W.T
+    if b is not None:
+        y += b
+    return y.reshape(x.shape[:-1] + (W.shape[0],))
+
+
 class MultiheadAttention(Module):
     """Multi-head scaled dot-product attention (``torch.nn.MultiheadAttention``, batch-first).
 
@@ -58,7 +67,9 @@ class MultiheadAttention(Module):
     ``backward(dout)`` returns ``(dquery, dkey, dvalue)``.  For self-attention, where one
     input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
     (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
-    equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul.
+    equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul (and the
+    backward's three weight gradients as one product).  Every projection runs on the
+    flattened ``(B*T, E)`` rows: one GEMM, not one per batch item (docs/multihead.md, "Speed").
 
     ``block_size`` (default None): None runs step 3 with the default
     :func:`~npattention.attention.sdpa.scaled_dot_product_attention`; an int ``B`` or a pair
@@ -160,22 +171,32 @@ class MultiheadAttention(Module):
         B, H, T, D = x.shape
         return x.transpose(0, 2, 1, 3).reshape(B, T, H * D)
 
+    def _out_proj(self, ctx):
+        """Steps 4 and 5: concat the heads of ``ctx (B, H, L, D)``, then ``out_proj``, on the
+        ``(B*L, E)`` rows: one GEMM (NumPy's stacked (B, L, E) matmul calls BLAS once per batch item)."""
+        B, _, L, _ = ctx.shape
+        return self.out_proj(self._merge_heads(ctx).reshape(B * L, self.embed_dim)).reshape(B, L, self.embed_dim)
+
+    def _out_proj_backward(self, grad_output):
+        """Steps 5 and 4 in reverse: ``(B, L, E)`` -> the heads' context gradient ``(B, H, L, D)`` (a view)."""
+        return self._split_heads(self.out_proj.backward(grad_output.reshape(-1, self.embed_dim))
+                                 .reshape(grad_output.shape))
+
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
         B, L, _, mask, float_mask = self._check_inputs(query, key, value, key_padding_mask, attn_mask)
         H, D = self.num_heads, self.head_dim
-        proj = self._projections()
+        self.cache = None   # the last step's arrays go first: their memory serves this step's
 
         # 1. expand: linear maps to queries, keys and values
         fused = self._qkv_same_embed_dim and query is key and key is value
         if fused:   # self-attention: one (E -> 3E) matmul, then views of its three slices
-            qkv = query @ self.in_proj_weight.data.T                      # (B, L, 3E)
-            if self.in_proj_bias is not None:
-                qkv += self.in_proj_bias.data
+            b = None if self.in_proj_bias is None else self.in_proj_bias.data
+            qkv = _affine(query, self.in_proj_weight.data, b)             # (B, L, 3E)
             q, k, v = qkv.reshape(B, L, 3, H, D).transpose(2, 0, 3, 1, 4)  # 2. split: 3 x (B, H, L, D)
         else:
-            q, k, v = (self._split_heads(x @ W.T + b if b is not None else x @ W.T)   # 2. split heads
-                       for x, (W, b, _, _) in zip((query, key, value), proj))
+            q, k, v = (self._split_heads(_affine(x, W, b))                # 2. split heads
+                       for x, (W, b, _, _) in zip((query, key, value), self._projections()))
         # positions (optional): RoPE rotates q and k; ALiBi / relative bias give a score bias (H, L, S)
         q, k, bias, pos_cache = positions_forward(self.positional, q, k, is_causal)
         if float_mask is not None:
@@ -190,7 +211,7 @@ class MultiheadAttention(Module):
                 q, k, v, attn_mask=mask, dropout_p=self.dropout, is_causal=is_causal, training=self.training,
                 attn_bias=bias)
         # 4. concat heads, 5. output projection
-        out = self.out_proj(self._merge_heads(ctx))                       # (B, L, E)
+        out = self._out_proj(ctx)                                         # (B, L, E)
 
         self.cache = (query, key, value, attn_cache, pos_cache)
         if not need_weights:
@@ -201,10 +222,9 @@ class MultiheadAttention(Module):
     def backward(self, grad_output):
         """``(dquery, dkey, dvalue)`` from the gradient of the output ``(B, L, E)``."""
         query, key, value, attn_cache, pos_cache = self.cache
-        # 5. output projection (accumulates out_proj's parameter gradients)
-        dconcat = self.out_proj.backward(grad_output)                     # (B, L, E)
-        # 4. concat heads <- split the gradient the same way
-        dctx = self._split_heads(dconcat)                                 # (B, H, L, D)
+        # 5. output projection (accumulates out_proj's parameter gradients), 4. concat heads
+        #    <- split the gradient the same way
+        dctx = self._out_proj_backward(grad_output)                       # (B, H, L, D)
         # 3. attention per head
         attn_backward = tiled_attention_backward if isinstance(attn_cache, TiledAttentionCache) \
             else scaled_dot_product_attention_backward
@@ -217,6 +237,9 @@ class MultiheadAttention(Module):
         """Steps 2 and 1 in reverse for q, k and v: merge each gradient's heads, then undo
         ``y = x W^T + b``: ``dW += dy^T x``, ``db += sum dy``, ``dx = dy W``.  Returns
         ``(dquery, dkey, dvalue)``; the subclasses (grouped-query, linear attention) reuse it."""
+        query, key, value = inputs
+        if self._qkv_same_embed_dim and query is key and key is value:   # the fused forward, in reverse
+            return self._fused_expand_backward(query, head_grads)
         grads = []
         for x, dy, (W, _, gW, gb) in zip(inputs, head_grads, self._projections()):
             dy = self._merge_heads(dy).reshape(-1, W.shape[0])             # (B*T, H*D)
@@ -225,6 +248,23 @@ class MultiheadAttention(Module):
                 gb += dy.sum(axis=0)
             grads.append((dy @ W).reshape(x.shape))
         return tuple(grads)
+
+    def _fused_expand_backward(self, x, head_grads):
+        """``_expand_backward`` of ``[Q K V] = x W_in^T + b_in``: the three merged gradients side by
+        side, ``dY = [dQ dK dV] (B*T, 3E)``, then ``dW_in += dY^T x`` and ``db_in += sum dY`` once
+        (one GEMM and one sum instead of three) and ``dx_i = dY_i W_i`` for each block."""
+        B, T, E = x.shape
+        H, D = self.num_heads, self.head_dim
+        dY = xp.empty((B, T, 3, H, D), dtype=head_grads[0].dtype)
+        for i, dy in enumerate(head_grads):
+            dY[:, :, i] = dy.transpose(0, 2, 1, 3)                        # merge heads: (B, T, H, D)
+        dY = dY.reshape(B * T, 3 * E)
+        x2 = x.reshape(B * T, E)
+        self.in_proj_weight.grad += dY.T @ x2
+        if self.in_proj_bias is not None:
+            self.in_proj_bias.grad += dY.sum(axis=0)
+        W = self.in_proj_weight.data
+        return tuple((dY[:, i * E:(i + 1) * E] @ W[i * E:(i + 1) * E]).reshape(B, T, E) for i in range(3))
 
     def extra_repr(self):
         s = f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, " \

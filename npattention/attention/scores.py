@@ -21,6 +21,19 @@ class                    score ``s_ij``                               parameters
 :class:`CosineScore`     ``scale * cos(q_i, k_j)``                    none
 =======================  ===========================================  ===================
 
+Checked and unchecked calls: ``forward`` checks its arguments (errors name them), then runs
+``step(query, key) -> (scores, cache)``, the computation itself, which *returns* its cache
+instead of keeping it in ``self.cache``; ``backward(dscores)`` is
+``step_backward(dscores, self.cache)``.  A caller that checks its inputs once and then calls
+the same score many times with the same shapes -- a seq2seq decoder, once per target step
+(npattention/seq2seq.py) -- calls ``step`` / ``step_backward`` directly: no checks per call
+(they cost about as much as the maths at one query row), and each call's cache stays with the caller.
+The same pair exists on :class:`~npattention.attention.align.SoftmaxAlign` and
+:class:`~npattention.attention.context.Context`.  :class:`DotScore` and :class:`GeneralScore` also
+split ``step_backward`` into ``query_backward(dscores, cache)`` and ``key_backward(calls)``, the key
+gradient summed over many calls on the same keys in one product (a decoder's steps all score the
+same encoder outputs; per call it would be an outer product ``(B, Tk, D)`` each, added up).
+
 "concat" names one formula here: :class:`ConcatScore`.  Luong et al. (2015) call the
 additive score "concat" (``v^T tanh(W [q; k])`` splits into ``W_q q + W_k k``); in this
 library that formula is :class:`AdditiveScore` (``LuongDecoder(score="additive")``).
@@ -70,6 +83,11 @@ def _matmul_rows(a, w):
     return (a.reshape(-1, a.shape[-1]) @ w).reshape(a.shape[:-1] + (w.shape[-1],))
 
 
+def _stack_rows(arrays):
+    """Several ``(..., n_i, D)`` arrays as one ``(..., sum n_i, D)`` (the rows of several calls)."""
+    return xp.concatenate(arrays, axis=-2)
+
+
 def _flatten_rows(a):
     """Flatten all axes but the last: ``(..., D) -> (N, D)`` (for parameter gradients)."""
     return a.reshape(-1, a.shape[-1])
@@ -84,13 +102,29 @@ class DotScore(Module):
 
     def forward(self, query, key):
         _check_query_key(query, key, type(self).__name__, same_dim=True)
-        self.cache = (query, key)
-        return query @ _batch_transpose(key)
+        scores, self.cache = self.step(query, key)
+        return scores
+
+    def step(self, query, key):
+        """``(scores, cache)`` without the checks (module docstring: "Checked and unchecked calls")."""
+        return query @ _batch_transpose(key), (query, key)
 
     def backward(self, grad_output):
-        query, key = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        query, key = cache
         # S = Q K^T  =>  dQ = dS K,  dK = dS^T Q
-        return grad_output @ key, transposed_matmul(grad_output, query)
+        return self.query_backward(grad_output, cache), transposed_matmul(grad_output, query)
+
+    def query_backward(self, grad_output, cache):
+        """``dQ = dS K`` alone, for a caller that sums ``dK`` over many calls (:meth:`key_backward`)."""
+        return grad_output @ cache[1]
+
+    def key_backward(self, calls):
+        """``dK = sum dS^T Q`` over several calls on the SAME keys, ``calls = [(dS, cache), ...]``: ONE
+        product with the calls' query rows stacked (a decoder: all its steps) instead of one per call."""
+        return transposed_matmul(_stack_rows([d for d, _ in calls]), _stack_rows([c[0] for _, c in calls]))
 
 
 class ScaledDotScore(Module):
@@ -109,12 +143,19 @@ class ScaledDotScore(Module):
 
     def forward(self, query, key):
         _check_query_key(query, key, type(self).__name__, same_dim=True)
+        scores, self.cache = self.step(query, key)
+        return scores
+
+    def step(self, query, key):
+        """``(scores, cache)`` without the checks."""
         scale = self.scale if self.scale is not None else 1.0 / query.shape[-1] ** 0.5
-        self.cache = (query, key, scale)
-        return (query @ _batch_transpose(key)) * scale
+        return (query @ _batch_transpose(key)) * scale, (query, key, scale)
 
     def backward(self, grad_output):
-        query, key, scale = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        query, key, scale = cache
         g = grad_output * scale  # the constant factor passes straight through
         return g @ key, transposed_matmul(g, query)
 
@@ -138,17 +179,33 @@ class GeneralScore(Module):
 
     def forward(self, query, key):
         _check_query_key(query, key, "GeneralScore", self.query_dim, self.key_dim)
+        scores, self.cache = self.step(query, key)
+        return scores
+
+    def step(self, query, key):
+        """``(scores, cache)`` without the checks."""
         qw = _matmul_rows(query, self.weight.data)  # (..., Tq, Dk): the query mapped into key space
-        self.cache = (query, key, qw)
-        return qw @ _batch_transpose(key)
+        return qw @ _batch_transpose(key), (query, key, qw)
 
     def backward(self, grad_output):
-        query, key, qw = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        query, key, qw = cache
+        dquery = self.query_backward(grad_output, cache)
+        return dquery, transposed_matmul(grad_output, qw)  # S = (QW) K^T: dK = dS^T (QW)
+
+    def query_backward(self, grad_output, cache):
+        """``dQ`` (and ``dW``) alone, for a caller that sums ``dK`` over many calls (:meth:`key_backward`)."""
+        query, key, qw = cache
         d_qw = grad_output @ key  # S = (QW) K^T
-        dkey = transposed_matmul(grad_output, qw)
         self.weight.grad += _flatten_rows(query).T @ _flatten_rows(d_qw)  # QW: dW = sum over rows q^T d(qw)
-        dquery = _matmul_rows(d_qw, self.weight.data.T)
-        return dquery, dkey
+        return _matmul_rows(d_qw, self.weight.data.T)
+
+    def key_backward(self, calls):
+        """``dK = sum dS^T (QW)`` over several calls on the SAME keys, ``calls = [(dS, cache), ...]``:
+        ONE product with the calls' rows stacked instead of one per call (see :meth:`DotScore.key_backward`)."""
+        return transposed_matmul(_stack_rows([d for d, _ in calls]), _stack_rows([c[2] for _, c in calls]))
 
     def extra_repr(self):
         return f"query_dim={self.query_dim}, key_dim={self.key_dim}"
@@ -187,13 +244,20 @@ class ConcatScore(Module):
 
     def forward(self, query, key):
         _check_query_key(query, key, "ConcatScore", self.query_dim, self.key_dim)
+        scores, self.cache = self.step(query, key)
+        return scores
+
+    def step(self, query, key):
+        """``(scores, cache)`` without the checks."""
         w_q, w_k = self.weight.data[0, :self.query_dim], self.weight.data[0, self.query_dim:]
-        self.cache = (query, key)
         # w^T [q_i; k_j] + b = (w_q . q_i) + (w_k . k_j) + b, broadcast over (i, j)
-        return (query @ w_q)[..., :, None] + (key @ w_k)[..., None, :] + self.bias.data
+        return (query @ w_q)[..., :, None] + (key @ w_k)[..., None, :] + self.bias.data, (query, key)
 
     def backward(self, grad_output):
-        query, key = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        query, key = cache
         w_q, w_k = self.weight.data[0, :self.query_dim], self.weight.data[0, self.query_dim:]
         dq_term = grad_output.sum(axis=-1)  # (..., Tq): q_i's term was broadcast over all j
         dk_term = grad_output.sum(axis=-2)  # (..., Tk): k_j's term was broadcast over all i
@@ -222,8 +286,9 @@ class AdditiveScore(Module):
 
     A decoder scores the *same* keys with a new query at every step, so it projects them
     once per sequence, ``kh = score.project_keys(key)``, and calls
-    ``score(query, kh, projected=True)`` at each step; backward then returns
-    ``(dquery, dkh)`` and ``score.project_keys_backward(dkh_summed_over_steps, key)`` finishes.
+    ``score.step(query, kh, projected=True)`` at each step (unchecked: the decoder checked
+    its inputs once); ``step_backward`` then returns ``(dquery, dkh)`` and
+    ``score.project_keys_backward(dkh_summed_over_steps, key)`` finishes.
 
     cache: ``(query, key, feat)``, ``feat = tanh(W_q q_i + W_k k_j) (..., Tq, Tk, H)``
     (``key`` is ``None`` when the keys came projected).
@@ -255,17 +320,27 @@ class AdditiveScore(Module):
     def forward(self, query, key, projected=False):
         _check_query_key(query, key, "AdditiveScore", self.query_dim,
                          self.hidden_dim if projected else self.key_dim)
+        scores, self.cache = self.step(query, key, projected)
+        return scores
+
+    def step(self, query, key, projected=False):
+        """``(scores, cache)`` without the checks (module docstring: "Checked and unchecked calls")."""
         qh = _matmul_rows(query, self.W_q.data.T)  # (..., Tq, H)
         kh = key if projected else self.project_keys(key)  # (..., Tk, H)
-        feat = xp.tanh(qh[..., :, None, :] + kh[..., None, :, :])  # (..., Tq, Tk, H)
-        self.cache = (query, None if projected else key, feat)
-        return feat @ self.v.data  # (..., Tq, Tk)
+        feat = qh[..., :, None, :] + kh[..., None, :, :]  # (..., Tq, Tk, H)
+        xp.tanh(feat, out=feat)  # in place: one array of the pairs' size instead of two
+        return feat @ self.v.data, (query, None if projected else key, feat)  # scores (..., Tq, Tk)
 
     def backward(self, grad_output):
-        query, key, feat = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        query, key, feat = cache
         self.v.grad += _flatten_rows(feat).T @ grad_output.reshape(-1)  # s = feat . v
-        d_feat = grad_output[..., None] * self.v.data  # (..., Tq, Tk, H)
-        d_pre = d_feat * (1.0 - feat * feat)  # tanh'(x) = 1 - tanh(x)^2
+        d_pre = grad_output[..., None] * self.v.data  # d feat (..., Tq, Tk, H)
+        tanh_grad = feat * feat
+        xp.subtract(1.0, tanh_grad, out=tanh_grad)  # tanh'(x) = 1 - tanh(x)^2, in place (no third array)
+        d_pre *= tanh_grad  # through the tanh
         d_qh = d_pre.sum(axis=-2)  # qh_i was broadcast over keys j
         # kh_j was broadcast over queries i (one query, as in a decoder step: nothing to sum)
         d_kh = d_pre[..., 0, :, :] if d_pre.shape[-3] == 1 else d_pre.sum(axis=-3)
@@ -315,13 +390,20 @@ class CosineScore(Module):
 
     def forward(self, query, key):
         _check_query_key(query, key, "CosineScore", same_dim=True)
+        scores, self.cache = self.step(query, key)
+        return scores
+
+    def step(self, query, key):
+        """``(scores, cache)`` without the checks."""
         qu, qn = _unit(query, self.eps)
         ku, kn = _unit(key, self.eps)
-        self.cache = (qu, qn, ku, kn)
-        return self.scale * (qu @ _batch_transpose(ku))
+        return self.scale * (qu @ _batch_transpose(ku)), (qu, qn, ku, kn)
 
     def backward(self, grad_output):
-        qu, qn, ku, kn = self.cache
+        return self.step_backward(grad_output, self.cache)
+
+    def step_backward(self, grad_output, cache):
+        qu, qn, ku, kn = cache
         g = grad_output * self.scale
         # S = Qu Ku^T, then back through each normalisation
         dquery = _unit_backward(g @ ku, qu, qn, self.eps)

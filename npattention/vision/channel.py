@@ -16,7 +16,7 @@ gamma = 2`` and a bias-free 1-D conv.
 """
 import math
 
-from ..backend import sum_to_shape, xp
+from ..backend import xp
 from ..layers import Linear, sigmoid
 from ..module import Module
 from ..validate import check_positive_int
@@ -30,12 +30,32 @@ from .layers import (
     MaxPool2d,
     _check_map,
 )
-from .layers import _onehot_argmax
 from .layers import downsample as _make_downsample
 
 
 def _relu(z):
     return xp.maximum(z, 0).astype(z.dtype)
+
+
+def _pixel_mean(x):
+    """``x.mean(axis=(2, 3))`` ``(B, C)``: einsum sums each channel's H*W pixels in one pass,
+    ~3x faster than NumPy's mean over two axes (a reduction per row of the map)."""
+    return xp.einsum("bchw->bc", x) / (x.shape[2] * x.shape[3])
+
+
+def _sum_of_product(a, b, shape):
+    """``sum_to_shape(a * b, shape)`` for two ``(B, C, H, W)`` maps and a gate's ``shape``
+    (``(B, C, 1, 1)`` or ``(B, 1, H, W)``): one einsum pass, no ``(B, C, H, W)`` product."""
+    kept = "".join(axis for axis, n, m in zip("bchw", shape, a.shape) if n == m)
+    return xp.einsum(f"bchw,bchw->{kept}", a, b).reshape(shape)
+
+
+def _scale_back(grad_output, gate, through_gate):
+    """``grad_output * gate + through_gate``: the gradient of ``out = x * gate(x)`` reaching
+    ``x`` directly and through the gate; the sum is made in place (one full-size temporary)."""
+    dx = grad_output * gate
+    dx += through_gate
+    return dx
 
 
 def _check_ratio(channels, ratio, where, channel_name="channel", ratio_name="ratio"):
@@ -68,7 +88,7 @@ class SEBlock(Module):
 
     def forward(self, x):
         _check_map(x, "SEBlock", self.channel)
-        s = x.mean(axis=(2, 3))                      # squeeze: (B, C)
+        s = _pixel_mean(x)                           # squeeze: (B, C)
         z = self.fc1(s)                              # (B, C/r)
         gate = sigmoid(self.fc2(_relu(z)))          # excitation: (B, C) in (0, 1)
         self.cache = (x, z, gate)
@@ -78,12 +98,13 @@ class SEBlock(Module):
     def backward(self, grad_output):
         x, z, gate = self.cache
         H, W = x.shape[2:]
-        dgate = (grad_output * x).sum(axis=(2, 3))   # out = x * gate: sum over the pixels gate touched
+        # out = x * gate: sum over the pixels gate touched (an einsum, no (B, C, H, W) product)
+        dgate = xp.einsum("bchw,bchw->bc", grad_output, x)
         de = dgate * gate * (1 - gate)               # sigmoid' = g (1 - g)
         dz = self.fc2.backward(de) * (z > 0)         # ReLU passes where z > 0
         ds = self.fc1.backward(dz)
         # x reaches the output twice: directly (times the gate) and through the mean
-        return grad_output * gate[:, :, None, None] + ds[:, :, None, None] / (H * W)
+        return _scale_back(grad_output, gate[:, :, None, None], (ds / (H * W))[:, :, None, None])
 
     def extra_repr(self):
         return f"channel={self.channel}, reduction={self.reduction}"
@@ -241,8 +262,8 @@ class SpatialAttention(Module):
     ``gate = sigmoid(conv_k([mean_c x ; max_c x]))``: the channel-wise mean and maximum
     are stacked into 2 maps and a ``k x k`` conv (no bias, padding ``k // 2``) makes one map.
     ``kernel_size`` must be 7 or 3, as in the notes.
-    cache: ``(C, is_max, gate)``: the channel count (for the mean), the one-hot argmax of the max-pool and the
-    gate.
+    cache: ``(C, first_max, gate)``: the channel count (for the mean), the channel of each pixel's (first)
+    maximum ``(B, 1, H, W)`` and the gate.
     """
 
     def __init__(self, kernel_size=7):
@@ -254,19 +275,23 @@ class SpatialAttention(Module):
 
     def forward(self, x):
         _check_map(x, "SpatialAttention")
-        avg = x.mean(axis=1, keepdims=True)
-        is_max = _onehot_argmax(x, axis=1)
+        C = x.shape[1]
+        avg = xp.einsum("bchw->bhw", x)[:, None] / C   # mean over channels (einsum: one pass)
         mx = x.max(axis=1, keepdims=True)
+        # the first channel holding the maximum; argmax of the boolean map is ~3x faster than of x
+        first_max = xp.argmax(x == mx, axis=1)[:, None]
         gate = sigmoid(self.conv1(xp.concatenate([avg, mx], axis=1)))
-        self.cache = (x.shape[1], is_max, gate)
+        self.cache = (C, first_max, gate)
         self.last_gate = gate
         return gate
 
     def backward(self, grad_output):
-        C, is_max, gate = self.cache
+        C, first_max, gate = self.cache
         d = self.conv1.backward(grad_output * gate * (1 - gate))        # (B, 2, H, W)
         # mean over channels spreads d/C to every channel; max sends d to the arg-max channel
-        return d[:, :1] / C + is_max * d[:, 1:]
+        d_mean = d[:, :1] / C
+        is_max = xp.arange(C).reshape(1, C, 1, 1) == first_max
+        return xp.where(is_max, d_mean + d[:, 1:], d_mean)   # one pass writes the (B, C, H, W) gradient
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}"
@@ -316,11 +341,11 @@ class CBAM(Module):
         first, second = self._stages()
         x, g1, x1, g2 = self.cache
         # out = x1 * g2(x1): x1 is reached directly and through the second gate
-        dg2 = sum_to_shape(grad_output * x1, g2.shape)
-        dx1 = grad_output * g2 + second.backward(dg2)
+        dg2 = _sum_of_product(grad_output, x1, g2.shape)      # = sum_to_shape(grad_output * x1, g2.shape)
+        dx1 = _scale_back(grad_output, g2, second.backward(dg2))
         # x1 = x * g1(x): the same product rule one step earlier
-        dg1 = sum_to_shape(dx1 * x, g1.shape)
-        return dx1 * g1 + first.backward(dg1)
+        dg1 = _sum_of_product(dx1, x, g1.shape)
+        return _scale_back(dx1, g1, first.backward(dg1))
 
     def extra_repr(self):
         return f"order={self.order!r}"
@@ -358,7 +383,7 @@ class ECA(Module):
 
     def forward(self, x):
         _check_map(x, "ECA", self.channel)
-        y = x.mean(axis=(2, 3))                                  # (B, C)
+        y = _pixel_mean(x)                                       # (B, C)
         gate = sigmoid(self.conv(y[:, None, :])[:, 0, :])       # channels as a 1-D signal
         self.cache = (x, gate)
         self.last_gate = gate
@@ -367,9 +392,9 @@ class ECA(Module):
     def backward(self, grad_output):
         x, gate = self.cache
         H, W = x.shape[2:]
-        de = (grad_output * x).sum(axis=(2, 3)) * gate * (1 - gate)
+        de = xp.einsum("bchw,bchw->bc", grad_output, x) * gate * (1 - gate)   # as SEBlock.backward
         dy = self.conv.backward(de[:, None, :])[:, 0, :]
-        return grad_output * gate[:, :, None, None] + dy[:, :, None, None] / (H * W)
+        return _scale_back(grad_output, gate[:, :, None, None], (dy / (H * W))[:, :, None, None])
 
     def extra_repr(self):
         return f"channel={self.channel}, kernel_size={self.kernel_size}"
