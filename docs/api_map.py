@@ -90,6 +90,8 @@ MODULES = {
     "npattention.data.kernel_regression": ("Kernel regression data", "kernel_regression", "14"),
     "npattention.data.periodic": ("Periodic sequences (length generalisation)", "modern_attention", "17"),
     "npattention.data.speech": ("Speech-like frames (truncated attention)", "multihead", "04"),
+    "npattention.data.colour_pairs": ("Colour pairs (a query-dependent lookup for SAGAN)",
+                                      "vision_spatial#21-a-task-that-needs-a-query-dependent-map-colour-pairs", "09"),
 }
 
 # object's defining "module.name" -> (docs page[#anchor], notebook number or None)

@@ -9,7 +9,10 @@ Executed copies go to a temporary folder (or ``--out``): the committed notebooks
 Each notebook should take under about 3 minutes in full mode on 2 cores; the ones over
 ``--budget`` seconds (default 180) are flagged.  Two times are reported: wall-clock seconds, and
 the CPU seconds the notebook's kernel used (user + system, from ``getrusage``), which is what the
-wall time would be on an idle core and stays meaningful on a shared, busy machine.  Exit status 1
+wall time would be on an idle core and stays meaningful on a shared, busy machine.  The kernels get
+one BLAS thread (``OPENBLAS_NUM_THREADS=1`` unless set), as under pytest (``tests/conftest.py``): on
+a busy machine OpenBLAS's spinning threads multiply the CPU seconds of the many small matrix products
+several times over (8x on notebook 07's training loops, measured on this project's 2-core machine).  Exit status 1
 if any notebook failed.
 """
 import argparse
@@ -68,6 +71,8 @@ def main(argv=None):
     else:
         os.environ.pop("NPATTENTION_FAST", None)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the kernels inherit these
+        os.environ.setdefault(var, "1")
     root = str(HERE.parent)
     os.environ["PYTHONPATH"] = root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     out_dir = args.out or tempfile.mkdtemp(prefix="npattention-notebooks-")

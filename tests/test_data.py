@@ -176,3 +176,45 @@ def test_retrieval_task_lives_in_data_and_is_solvable_by_the_inverse_disguise():
     scores = np.einsum("bqd,de,bke->bk", q, np.linalg.inv(M).T, k)  # undo the disguise: q^T M^{-T} k
     found = v[np.arange(256), scores.argmax(-1)].argmax(-1)
     assert np.all(found == y)  # without noise, M^{-T} retrieves every target exactly
+
+
+def test_colour_pairs_are_what_the_docstring_says():
+    from npattention.data import make_colour_pairs
+    from npattention.data.colour_pairs import IGNORE, PALETTE, PATTERNS, QUESTION
+
+    n, g, P = 40, 6, 3
+    images, targets, partners = make_colour_pairs(n, grid=g, n_pairs=P, n_values=4, noise=0.0, seed=5)
+    assert images.shape == (n, 3, 3 * g, 3 * g) and images.dtype == xp.float32
+    assert targets.shape == partners.shape == (n, g, g) and targets.dtype == partners.dtype == xp.int64
+    img, tgt, par = to_numpy(images), to_numpy(targets).reshape(n, -1), to_numpy(partners).reshape(n, -1)
+    cells = img.reshape(n, 3, g, 3, g, 3).transpose(0, 2, 4, 1, 3, 5).reshape(n, g * g, 3, 3, 3)  # (n, cell, RGB, 3, 3)
+    palette = np.asarray(PALETTE)
+    for b in range(n):
+        questions = np.flatnonzero(tgt[b] != IGNORE)
+        assert len(questions) == P and np.all(par[b][tgt[b] == IGNORE] == -1)
+        answers = par[b][questions]
+        assert len(set(answers) | set(questions)) == 2 * P  # 2 P distinct cells
+        empty = np.setdiff1d(np.arange(g * g), np.concatenate([questions, answers]))
+        assert np.all(cells[b, empty] == 0)  # nothing else on the board (noise = 0)
+        colours = []
+        for q, a, value in zip(questions, answers, tgt[b][questions]):
+            assert 0 <= value < 4
+            dot = cells[b, q]  # the question: only the centre pixel is lit
+            np.testing.assert_array_equal(dot.max(0) > 0, np.asarray(QUESTION) > 0)
+            ans = cells[b, a]  # the answer: the target's pattern ...
+            np.testing.assert_array_equal(ans.max(0) > 0, np.asarray(PATTERNS[value]) > 0)
+            rgb_q, rgb_a = dot[:, 1, 1], ans.max(axis=(1, 2))  # ... in the question's colour
+            k = int(np.argmin(np.abs(palette / np.linalg.norm(palette, axis=1, keepdims=True)
+                                     - rgb_q / np.linalg.norm(rgb_q)).sum(1)))
+            np.testing.assert_allclose(rgb_q / np.linalg.norm(rgb_q), palette[k] / np.linalg.norm(palette[k]), rtol=1e-5)
+            np.testing.assert_allclose(rgb_a / np.linalg.norm(rgb_a), palette[k] / np.linalg.norm(palette[k]), rtol=1e-5)
+            colours.append(k)
+        assert len(set(colours)) == P  # different colours in one image
+    again = make_colour_pairs(n, grid=g, n_pairs=P, noise=0.0, seed=5)
+    assert all(np.array_equal(to_numpy(x), to_numpy(y)) for x, y in zip((images, targets, partners), again))
+    noisy, _, _ = make_colour_pairs(n, grid=g, n_pairs=P, seed=5)
+    assert 0.02 < float(np.std(to_numpy(noisy) - img)) < 0.08  # default noise 0.05, same boards
+    for bad, name in [(dict(n_pairs=7), "n_pairs"), (dict(grid=1), "grid"), (dict(n_values=5), "n_values"),
+                      (dict(grid=3, n_pairs=5), "n_pairs"), (dict(noise=-1.0), "noise")]:
+        with pytest.raises(ValueError, match=name):
+            make_colour_pairs(4, **bad)

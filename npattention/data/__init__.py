@@ -5,6 +5,8 @@
 * :mod:`.glyphs`    -- glyph images on cluttered backgrounds (vision, spatial transformer)
 * :mod:`.retrieval` -- find the key a disguised query points at (soft vs hard attention)
 * :mod:`.periodic`  -- sequences repeating a random block (position codes, length generalisation)
+* :mod:`.colour_pairs` -- boards where each coloured dot must find the pattern of its own colour
+  (a query-dependent lookup for image self-attention)
 
 New toy tasks get their own module here.
 """
@@ -13,5 +15,7 @@ from .sequences import *  # noqa: F403  (the sequence tasks were ``npattention.d
 from .sequences import __all__ as _sequences_all
 from .spiral import make_spiral
 from .retrieval import make_disguise, make_retrieval_batch
+from .colour_pairs import make_colour_pairs
 
-__all__ = list(_sequences_all) + ["make_spiral", "GLYPHS", "make_glyphs"] + ["make_disguise", "make_retrieval_batch"]
+__all__ = list(_sequences_all) + ["make_spiral", "GLYPHS", "make_glyphs"] + ["make_disguise", "make_retrieval_batch"] \
+    + ["make_colour_pairs"]
