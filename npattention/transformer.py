@@ -33,6 +33,15 @@ __all__ = [
 _ACTIVATIONS = {"relu": ReLU, "gelu": GELU, "gelu_tanh": lambda: GELU(approximate="tanh")}
 
 
+def _sum(*grads):
+    """``grads[0] + grads[1] + ...`` (the gradient of an input used several times), added in place
+    into one fresh array: one allocation instead of one per ``+``."""
+    total = grads[0] + grads[1]
+    for g in grads[2:]:
+        total += g
+    return total
+
+
 def _activation(activation, where):
     if isinstance(activation, Module):
         return activation
@@ -109,7 +118,7 @@ class TransformerEncoderLayer(Module):
 
     def _self_attention_block_backward(self, g):
         dq, dk, dv = self.self_attn.backward(g)
-        return dq + dk + dv  # z was used as query, key and value
+        return _sum(dq, dk, dv)  # z was used as query, key and value
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         check_array(src, "src", "TransformerEncoderLayer", shape=(None, "S", self.d_model))
@@ -229,7 +238,7 @@ class TransformerDecoderLayer(Module):
         # forward was: h1 = LN1(r1), r1 = x + Drop1(SA(x))
         dr1 = self.norm1.backward(dh1)
         dq_s, dk_s, dv_s = self.self_attn.backward(self.dropout1.backward(dr1))
-        return dr1 + dq_s + dk_s + dv_s, dk + dv
+        return _sum(dr1, dq_s, dk_s, dv_s), dk + dv
 
 
 def _stack(layer, num_layers, where):
