@@ -16,9 +16,18 @@ __all__ = ["softmax", "softmax_numerator", "softmax_backward", "log_softmax", "l
 def _row_max(x, axis):
     """``x.max(axis, keepdims=True)``.  On NumPy, ``fmax.reduce`` gives the same numbers
     (no NaN bookkeeping; a NaN row stays NaN after the exp anyway) about 3x faster."""
-    if BACKEND == "numpy":
-        return xp.fmax.reduce(x, axis=axis, keepdims=True)
-    return x.max(axis=axis, keepdims=True)
+    if BACKEND != "numpy":
+        return x.max(axis=axis, keepdims=True)
+    n = x.shape[axis] if x.ndim else 1
+    if axis in (-1, x.ndim - 1) and 1 < n <= 48 and x.size <= 1 << 18:
+        # Short rows in a cache-sized array (the demo's attention: rows of 11-26 keys): NumPy's
+        # reduction pays about 40 ns per row whatever its length, while n column-wise fmax calls
+        # over all rows at once are vectorised: 3-6x faster here (slower once the array leaves the cache).
+        row_max = x[..., 0].copy()
+        for j in range(1, n):
+            xp.fmax(row_max, x[..., j], out=row_max)
+        return row_max[..., None]
+    return xp.fmax.reduce(x, axis=axis, keepdims=True)
 
 
 def _cap_posinf_rows(x, rows):

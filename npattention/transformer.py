@@ -33,15 +33,6 @@ __all__ = [
 _ACTIVATIONS = {"relu": ReLU, "gelu": GELU, "gelu_tanh": lambda: GELU(approximate="tanh")}
 
 
-def _sum(*grads):
-    """``grads[0] + grads[1] + ...`` (the gradient of an input used several times), added in place
-    into one fresh array: one allocation instead of one per ``+``."""
-    total = grads[0] + grads[1]
-    for g in grads[2:]:
-        total += g
-    return total
-
-
 def _activation(activation, where):
     if isinstance(activation, Module):
         return activation
@@ -117,8 +108,7 @@ class TransformerEncoderLayer(Module):
         return out
 
     def _self_attention_block_backward(self, g):
-        dq, dk, dv = self.self_attn.backward(g)
-        return _sum(dq, dk, dv)  # z was used as query, key and value
+        return self.self_attn.backward(g, sum_inputs=True)  # z was used as query, key and value: dq + dk + dv
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         check_array(src, "src", "TransformerEncoderLayer", shape=(None, "S", self.d_model))
@@ -225,8 +215,8 @@ class TransformerDecoderLayer(Module):
             dq, dk, dv = self.multihead_attn.backward(self.dropout2.backward(dh2))
             dh1 = dh2 + self.norm2.backward(dq)
             # forward was: h1 = x + Drop1(SA(LN1(x)))
-            dq_s, dk_s, dv_s = self.self_attn.backward(self.dropout1.backward(dh1))
-            dx = dh1 + self.norm1.backward(dq_s + dk_s + dv_s)
+            dz = self.self_attn.backward(self.dropout1.backward(dh1), sum_inputs=True)   # z = LN1(x) was q, k and v
+            dx = dh1 + self.norm1.backward(dz)
             return dx, dk + dv
         # forward was: out = LN3(r3), r3 = h2 + Drop3(FFN(h2))
         dr3 = self.norm3.backward(g)
@@ -237,8 +227,9 @@ class TransformerDecoderLayer(Module):
         dh1 = dr2 + dq
         # forward was: h1 = LN1(r1), r1 = x + Drop1(SA(x))
         dr1 = self.norm1.backward(dh1)
-        dq_s, dk_s, dv_s = self.self_attn.backward(self.dropout1.backward(dr1))
-        return _sum(dr1, dq_s, dk_s, dv_s), dk + dv
+        dx = self.self_attn.backward(self.dropout1.backward(dr1), sum_inputs=True)   # x was q, k and v: dq + dk + dv
+        dx += dr1                                                      # ... and the residual's input (dx is fresh)
+        return dx, dk + dv
 
 
 def _stack(layer, num_layers, where):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import npattention.softmax as softmax_module
+from npattention.attention.grouped_query import GroupedQueryAttention
 from npattention.attention.linear_attention import LinearAttention
 from npattention.attention.multihead import MultiheadAttention
 from npattention.attention.positions import positions_backward, positions_forward
@@ -120,6 +121,22 @@ def test_softmax_numerator_and_softmax(rng):
         close(w[row], e[row] / e[row].sum())
     np.testing.assert_array_equal(w[1], e[1])
     np.testing.assert_array_equal(w[2], 0.0)
+
+
+# column loop: (2, 3, 4, 11), (64, 4, 26, 26), (7, 48); reduction: rows of 1, of 49, a large array
+@pytest.mark.parametrize("shape", [(3, 5, 1), (2, 3, 4, 11), (64, 4, 26, 26), (7, 48), (5, 49), (600, 500)])
+def test_row_max_column_loop_and_reduction_agree_with_max(rng, shape):
+    """``_row_max``: the column-wise fmax loop (short rows in a small array) and ``fmax.reduce``
+    (the rest) are both exactly ``max`` over the last axis, with +inf, -inf and all -inf rows,
+    and ``fmax.reduce`` on the other axes."""
+    x = normal(rng, *shape)
+    flat = x.reshape(-1, shape[-1])
+    flat[0, -1] = math.inf
+    flat[1 % flat.shape[0], :] = -math.inf
+    flat[2 % flat.shape[0], 0] = -math.inf
+    for axis in range(-len(shape), len(shape)):
+        got = softmax_module._row_max(x, axis)
+        np.testing.assert_array_equal(H(got), H(x).max(axis=axis, keepdims=True))
 
 
 def test_softmax_gpu_branches_give_the_same_numbers(rng, monkeypatch):
@@ -365,6 +382,32 @@ def test_fused_and_separate_projections_agree(rng):
         close(o1, H(o2))
         for a, b in zip(list(d1) + g1, list(d2) + g2):
             close(a, H(b))
+
+
+def test_backward_sum_inputs_is_the_sum_of_the_three_gradients(rng):
+    # sum_inputs=True (what SelfAttention and the Transformer layers use): on the fused path one
+    # dY W_in product, on the separate path three products added; both = dq + dk + dv, and the
+    # parameter gradients are those of the plain backward
+    for cls, kw in ((MultiheadAttention, {}), (LinearAttention, {}), (GroupedQueryAttention, {"num_kv_heads": 1})):
+        m = cls(8, 2, **kw).double()
+        for _, p in m.named_parameters():
+            p.data[...] = rng.normal(p.shape, scale=0.5, dtype=F64)
+        x, dout = normal(rng, 2, 5, 8), normal(rng, 2, 5, 8)
+        for inputs in ((x, x, x), (x, x.copy(), x.copy())):
+            m.zero_grad()
+            m(*inputs)
+            dq, dk, dv = m.backward(dout)
+            plain = [p.grad.copy() for _, p in m.named_parameters()]
+            m.zero_grad()
+            m(*inputs)
+            summed = m.backward(dout, sum_inputs=True)
+            close(summed, H(dq) + H(dk) + H(dv))
+            for (_, p), g in zip(m.named_parameters(), plain):
+                close(p.grad, H(g))
+    m = MultiheadAttention(8, 2, kdim=6, vdim=6).double()
+    m(normal(rng, 2, 5, 8), normal(rng, 2, 3, 6), normal(rng, 2, 3, 6))
+    with pytest.raises(ValueError, match=r"sum_inputs=True .* needs one shape; got \(2, 5, 8\), \(2, 3, 6\)"):
+        m.backward(normal(rng, 2, 5, 8), sum_inputs=True)
 
 
 # ================================================================== SAGAN

@@ -151,7 +151,7 @@ class GroupedQueryAttention(MultiheadAttention):
         weights = attn_cache.weights.reshape(B, H, L, S)
         return out, (weights.mean(axis=1) if average_attn_weights else weights)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, sum_inputs=False):
         query, key, value, attn_cache = self.cache[:4]
         B, L, _ = query.shape
         dctx = self._heads(self.out_proj.backward(grad_output), self.num_heads)   # (B, H, L, D)
@@ -160,7 +160,7 @@ class GroupedQueryAttention(MultiheadAttention):
         dq, dk, dv, *dbias = scaled_dot_product_attention_backward(dctx, attn_cache)
         dq, dk, dv = dq.reshape(B, self.num_heads, L, self.head_dim), dk[:, :, 0], dv[:, :, 0]
         dq, dk = positions_backward(self.positional, dq, dk, dbias[0] if dbias else None, self.cache[4])
-        return self._expand_backward((query, key, value), (dq, dk, dv))
+        return self._expand_backward((query, key, value), (dq, dk, dv), sum_inputs)
 
     def kv_cache_nbytes(self, seq_len, batch_size=1, dtype=None):
         """Bytes of this layer's key/value cache for ``batch_size`` sequences of ``seq_len`` tokens:

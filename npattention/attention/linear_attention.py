@@ -204,11 +204,11 @@ class LinearAttention(MultiheadAttention):
         self.cache = (query, key, value, lin_cache)
         return out, None
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, sum_inputs=False):
         query, key, value, lin_cache = self.cache
         dctx = self._split_heads(self.out_proj.backward(grad_output))
         dq, dk, dv = linear_attention_backward(dctx, lin_cache)
-        return self._expand_backward((query, key, value), (dq, dk, dv))
+        return self._expand_backward((query, key, value), (dq, dk, dv), sum_inputs)
 
     def extra_repr(self):
         return super().extra_repr().replace(", dropout=0.0", "") + f", causal={self.causal}"

@@ -65,10 +65,12 @@ class MultiheadAttention(Module):
     attention, applied to every head's scores (npattention/attention/positions.py).
 
     ``backward(dout)`` returns ``(dquery, dkey, dvalue)``.  For self-attention, where one
-    input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**
-    (``SelfAttention`` does that).  When ``query is key is value`` and the three widths
+    input ``x`` is passed as query, key and value, the gradient of ``x`` is their **sum**:
+    ``backward(dout, sum_inputs=True)`` returns that sum ``dquery + dkey + dvalue`` (what
+    ``SelfAttention`` and the Transformer layers use).  When ``query is key is value`` and the three widths
     equal ``embed_dim``, the three projections run as one fused ``(E -> 3E)`` matmul (and the
-    backward's three weight gradients as one product).  Every projection runs on the
+    backward's three weight gradients as one product; with ``sum_inputs`` the summed input
+    gradient is one product too).  Every projection runs on the
     flattened ``(B*T, E)`` rows: one GEMM, not one per batch item (docs/multihead.md, "Speed").
 
     ``block_size`` (default None): None runs step 3 with the default
@@ -219,8 +221,9 @@ class MultiheadAttention(Module):
         weights = attn_cache.weights                                      # (B, H, L, S)
         return out, (weights.mean(axis=1) if average_attn_weights else weights)
 
-    def backward(self, grad_output):
-        """``(dquery, dkey, dvalue)`` from the gradient of the output ``(B, L, E)``."""
+    def backward(self, grad_output, sum_inputs=False):
+        """``(dquery, dkey, dvalue)`` from the gradient of the output ``(B, L, E)``; with
+        ``sum_inputs=True`` their sum, the gradient of ``x`` in ``mha(x, x, x)``."""
         query, key, value, attn_cache, pos_cache = self.cache
         # 5. output projection (accumulates out_proj's parameter gradients), 4. concat heads
         #    <- split the gradient the same way
@@ -231,15 +234,20 @@ class MultiheadAttention(Module):
         dq, dk, dv, *dbias = attn_backward(dctx, attn_cache)
         dq, dk = positions_backward(self.positional, dq, dk, dbias[0] if dbias else None, pos_cache)
         # 2. split heads <- merge, 1. expand: y = x W^T + b  =>  dW += dy^T x, db += sum dy, dx = dy W
-        return self._expand_backward((query, key, value), (dq, dk, dv))
+        return self._expand_backward((query, key, value), (dq, dk, dv), sum_inputs)
 
-    def _expand_backward(self, inputs, head_grads):
+    def _expand_backward(self, inputs, head_grads, sum_inputs=False):
         """Steps 2 and 1 in reverse for q, k and v: merge each gradient's heads, then undo
         ``y = x W^T + b``: ``dW += dy^T x``, ``db += sum dy``, ``dx = dy W``.  Returns
-        ``(dquery, dkey, dvalue)``; the subclasses (grouped-query, linear attention) reuse it."""
+        ``(dquery, dkey, dvalue)``, or their sum with ``sum_inputs``; the subclasses
+        (grouped-query, linear attention) reuse it."""
         query, key, value = inputs
+        if sum_inputs and not (query.shape == key.shape == value.shape):
+            raise ValueError(f"{type(self).__name__}.backward: sum_inputs=True adds the gradients of query, key and "
+                             f"value, which needs one shape; got {tuple(query.shape)}, {tuple(key.shape)}, "
+                             f"{tuple(value.shape)}")
         if self._qkv_same_embed_dim and query is key and key is value:   # the fused forward, in reverse
-            return self._fused_expand_backward(query, head_grads)
+            return self._fused_expand_backward(query, head_grads, sum_inputs)
         grads = []
         for x, dy, (W, _, gW, gb) in zip(inputs, head_grads, self._projections()):
             dy = self._merge_heads(dy).reshape(-1, W.shape[0])             # (B*T, H*D)
@@ -247,12 +255,17 @@ class MultiheadAttention(Module):
             if gb is not None:
                 gb += dy.sum(axis=0)
             grads.append((dy @ W).reshape(x.shape))
+        if sum_inputs:
+            grads[0] += grads[1]                                           # fresh arrays: add in place
+            grads[0] += grads[2]
+            return grads[0]
         return tuple(grads)
 
-    def _fused_expand_backward(self, x, head_grads):
+    def _fused_expand_backward(self, x, head_grads, sum_inputs=False):
         """``_expand_backward`` of ``[Q K V] = x W_in^T + b_in``: the three merged gradients side by
         side, ``dY = [dQ dK dV] (B*T, 3E)``, then ``dW_in += dY^T x`` and ``db_in += sum dY`` once
-        (one GEMM and one sum instead of three) and ``dx_i = dY_i W_i`` for each block."""
+        (one GEMM and one sum instead of three) and ``dx_i = dY_i W_i`` for each block; with
+        ``sum_inputs``, ``dx = dQ W_q + dK W_k + dV W_v = dY W_in``, one product."""
         B, T, E = x.shape
         H, D = self.num_heads, self.head_dim
         dY = xp.empty((B, T, 3, H, D), dtype=head_grads[0].dtype)
@@ -264,6 +277,8 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             self.in_proj_bias.grad += dY.sum(axis=0)
         W = self.in_proj_weight.data
+        if sum_inputs:   # one (B*T, 3E) @ (3E, E) GEMM instead of three (E, E) ones and two additions
+            return (dY @ W).reshape(B, T, E)
         return tuple((dY[:, i * E:(i + 1) * E] @ W[i * E:(i + 1) * E]).reshape(B, T, E) for i in range(3))
 
     def extra_repr(self):

@@ -47,8 +47,7 @@ class SelfAttention(Module):
                              attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
 
     def backward(self, grad_output):
-        dq, dk, dv = self.attn.backward(grad_output)
-        return dq + dk + dv  # x was used three times: its gradients add up
+        return self.attn.backward(grad_output, sum_inputs=True)  # x was used three times: dq + dk + dv
 
     def extra_repr(self):
         return self.attn.extra_repr()
