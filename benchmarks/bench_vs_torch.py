@@ -21,6 +21,12 @@ to the OS and faulted in again on the next one, which costs 10-100 ms of system 
 the larger shapes and makes the timings depend on the process's history.  ``--default-malloc``
 times with the allocator as it comes (what a plain ``python`` run gets).
 
+At two or more threads each side's step starts after a short sleep (``--settle``, default 0.2 s):
+OpenBLAS's worker threads and PyTorch's OpenMP threads spin-wait for a while after their last
+call, so without the pause the step that follows finds the second core busy with the other
+library's idle thread (measured: PyTorch's two-thread GRU row took 106 ms right after our step
+and 13 ms after the pause, its SDPA 28.5 and 12.6 ms).
+
 PyTorch is never a dependency of npattention: install it in a separate virtual environment
 (``pip install torch`` next to ``pip install -e .``).  Without it the PyTorch column is empty
 and the script still times our side (the ratio column shows ``-``).
@@ -719,8 +725,10 @@ def worker(args):
             theirs(), theirs()
         t_ours, t_torch = [], []
         for _ in range(args.repeat):                       # interleaved: ours, then torch, each repeat
+            time.sleep(args.settle)                        # the other library's idle threads stop spinning
             t_ours.append(_best(ours, 1, synchronize))
             if theirs is not None:
+                time.sleep(args.settle)
                 t_torch.append(_best(theirs, 1, lambda: None))
         result = {"name": row.name, "family": row.family, "ours": min(t_ours),
                   "torch": min(t_torch) if t_torch else None,
@@ -755,6 +763,9 @@ def main(argv=None):
     p.add_argument("--root", default=os.path.dirname(HERE),
                    help="the checkout whose npattention is timed (default: this one); e.g. an older "
                         "worktree, to compare before and after on the same machine")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds of sleep before each timed step at two or more threads (default 0.2; 0 at one "
+                        "thread): see the docstring")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -762,6 +773,8 @@ def main(argv=None):
     sys.path.insert(0, os.path.abspath(args.root))   # this checkout's package, not an installed one
     if args.worker:
         args.threads = args.threads[0]
+        if args.settle is None:
+            args.settle = 0.2 if args.threads > 1 else 0.0
         return worker(args)
     if args.list:
         for r in select(all_rows(), args.only):
@@ -778,6 +791,8 @@ def main(argv=None):
             cmd += ["--only"] + args.only
         if args.no_torch:
             cmd += ["--no-torch"]
+        if args.settle is not None:
+            cmd += ["--settle", str(args.settle)]
         print(f"# {n} thread(s): timing ...", file=sys.stderr, flush=True)
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode:
