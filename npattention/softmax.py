@@ -135,8 +135,12 @@ def _row_dot(a, b, axis):
 
 def log_softmax(scores, axis=-1):
     """``log softmax`` computed as ``s - max - log sum exp(s - max)`` (no overflow)."""
-    shifted = scores - xp.max(scores, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    shifted = scores - _row_max(scores, axis)                  # a fresh array (fmax.reduce: see _row_max)
+    log_sum = xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    if shifted.dtype.kind != "f":                              # integer scores: a float result, as np.exp gives
+        return shifted - log_sum
+    shifted -= log_sum                                         # in place: one (N, V) array fewer, same numbers
+    return shifted
 
 
 def log_softmax_backward(grad_out, log_probs, axis=-1):

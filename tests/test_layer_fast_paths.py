@@ -219,6 +219,25 @@ def test_cross_entropy_all_rows_ignored_has_zero_loss_and_gradient(rng):
     np.testing.assert_array_equal(_np(m.backward()), np.zeros((3, 4)))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+def test_log_softmax_is_bit_for_bit_the_plain_formula(rng, dtype):
+    # the loss's log_softmax (row maximum by fmax.reduce or the column loop, the last subtraction in
+    # place) gives exactly the numbers of the textbook s - max - log sum exp(s - max), on every axis,
+    # with -inf entries, and a float result for integer scores
+    from npattention.softmax import log_softmax
+    x = to_numpy(rng.normal((40, 6, 30), dtype=xp.float64)) * 4
+    x = x.astype(dtype)
+    if dtype != "int64":
+        x[0, 0, :3] = -np.inf
+    for axis in range(-3, 3):
+        with np.errstate(invalid="ignore"):   # an all -inf column: NaN in both, as before
+            plain = x - x.max(axis=axis, keepdims=True)
+            plain = plain - np.log(np.exp(plain).sum(axis=axis, keepdims=True))
+            got = to_numpy(log_softmax(xp.asarray(x), axis=axis))
+        assert got.dtype == plain.dtype
+        np.testing.assert_array_equal(got, plain)
+
+
 # ------------------------------------------------------------------ Adam, AdamW, clip_grad_norm_
 def adam_reference(thetas, grads_per_step, lr, betas, eps, wd, decoupled):
     """Adam one parameter at a time (PyTorch's pseudocode), as NumPy arrays."""
