@@ -81,6 +81,15 @@ def _torch_step(module_or_fn, inputs, grad_out, params=()):
     return step
 
 
+def _ours_step(m, inputs, grad_out, **kwargs):
+    """Our forward + backward step of module ``m``; gradients are reset (zeroed) before each step."""
+    def step():
+        m.zero_grad()
+        m(*inputs, **kwargs)
+        m.backward(grad_out)
+    return step
+
+
 def _module_params(m):
     return list(m.parameters()) if hasattr(m, "parameters") else []
 
@@ -123,11 +132,7 @@ def mha_rows():
             g = _rng()
             x, dout = g.normal((B, T, E)), g.normal((B, T, E))
 
-            def step():
-                m.zero_grad()
-                m(x, x, x, need_weights=False)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (x, x, x), dout, need_weights=False)
 
         def torch_():
             import torch
@@ -158,11 +163,7 @@ def transformer_layer_rows():
         g = _rng()
         x, dout = g.normal((B, T, E)), g.normal((B, T, E))
 
-        def step():
-            m.zero_grad()
-            m(x)
-            m.backward(dout)
-        return step
+        return _ours_step(m, (x,), dout)
 
     def enc_torch():
         import torch
@@ -178,11 +179,7 @@ def transformer_layer_rows():
         x, mem, dout = g.normal((B, T, E)), g.normal((B, T, E)), g.normal((B, T, E))
         mask = npa.causal_mask(T)
 
-        def step():
-            m.zero_grad()
-            m(x, mem, tgt_mask=mask)
-            m.backward(dout)
-        return step
+        return _ours_step(m, (x, mem), dout, tgt_mask=mask)
 
     def dec_torch():
         import torch
@@ -293,11 +290,7 @@ def rnn_rows():
             g = _rng()
             x, dout = g.normal((B, T, I)), g.normal((B, T, H))
 
-            def step():
-                m.zero_grad()
-                m(x)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (x,), dout)
 
         def torch_():
             import torch
@@ -321,11 +314,7 @@ def conv_rows():
             out = m(x)
             dout = g.normal(out.shape)
 
-            def step():
-                m.zero_grad()
-                m(x)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (x,), dout)
 
         def torch_():
             import torch
@@ -349,11 +338,7 @@ def conv_rows():
             g = _rng()
             x, dout = g.normal((B, C, L)), g.normal((B, O, L))
 
-            def step():
-                m.zero_grad()
-                m(x)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (x,), dout)
 
         def torch_():
             import torch
@@ -380,11 +365,7 @@ def _simple_map_row(name, family, shape, ours_module, torch_module):
         out = out[0] if isinstance(out, tuple) else out
         dout = g.normal(out.shape)
 
-        def step():
-            m.zero_grad()
-            m(x)
-            m.backward(dout)
-        return step
+        return _ours_step(m, (x,), dout)
 
     def torch_():
         import torch
@@ -431,11 +412,7 @@ def sequence_layer_rows():
             g = _rng()
             x, dout = g.normal((B, T, E)), g.normal((B, T, E))
 
-            def step():
-                m.zero_grad()
-                m(x)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (x,), dout)
 
         def torch_():
             import torch
@@ -452,11 +429,7 @@ def sequence_layer_rows():
             g = _rng()
             ids, dout = g.integers(0, V, (B, T)), g.normal((B, T, E))
 
-            def step():
-                m.zero_grad()
-                m(ids)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (ids,), dout)
 
         def torch_():
             import torch
@@ -555,11 +528,7 @@ def grid_rows():
             x, dout = g.normal((64, 1, 28, 28)), g.normal((64, 1, 28, 28))
             m.fc2.weight.data[...] = g.normal(m.fc2.weight.data.shape, scale=0.01)
 
-            def step():
-                m.zero_grad()
-                m(x)
-                m.backward(dout)
-            return step
+            return _ours_step(m, (x,), dout)
 
         def torch_():
             import torch
