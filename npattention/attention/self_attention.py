@@ -148,14 +148,8 @@ class LocalSelfAttention(SelfAttention):
         x, cache = self.cache
         dctx = mha._split_heads(mha.out_proj.backward(grad_output))    # 5. out_proj, 4. concat heads
         dq, dk, dv = band_attention_backward(dctx, cache)             # 3. band attention
-        dx = xp.zeros_like(x)
-        for dy, (W, _, gW, gb) in zip((dq, dk, dv), mha._projections()):   # 2. split, 1. expand
-            dy = mha._merge_heads(dy).reshape(-1, mha.embed_dim)      # (B*T, E)
-            gW += dy.T @ x.reshape(-1, x.shape[-1])
-            if gb is not None:
-                gb += dy.sum(axis=0)
-            dx += (dy @ W).reshape(x.shape)                           # x fed q, k and v: gradients add
-        return dx
+        # 2. split, 1. expand, in reverse: x fed q, k and v, so its gradients add (dq + dk + dv)
+        return mha._expand_backward((x, x, x), (dq, dk, dv), sum_inputs=True)
 
     def extra_repr(self):
         return f"{self.attn.extra_repr()}, window={self.window}, impl={self.impl!r}"
